@@ -1,0 +1,69 @@
+"""Application builder: `import_path: serve_app.app:build_app` in the Serve config."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from ray.serve import Application
+
+from serve_app.config import AppConfig, ModelConfig, load_app_config
+
+try:
+    _PACKAGE_VERSION = version("aegis")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    _PACKAGE_VERSION = "dev"
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """Build the Aegis application from `applications[].args`, validated first.
+
+    Raises:
+        ConfigError: the args are invalid; the message names each bad field.
+    """
+    return build_from_config(load_app_config(args))
+
+
+def build_from_config(config: AppConfig) -> Application:
+    from deployments.embedder import EmbeddingModel
+    from deployments.generator import GenerativeModel
+    from deployments.ingress import Ingress
+    from deployments.router import Router
+
+    handles: dict[str, Application] = {}
+    routes: dict[str, dict[str, Any]] = {}
+    for model in config.models:
+        deployment_cls = GenerativeModel if model.task == "generate" else EmbeddingModel
+        handles[model.deployment_name] = deployment_cls.options(
+            name=model.deployment_name,
+            version=_code_version(model),
+            user_config=model.batching.model_dump(),
+            **_model_options(model),
+        ).bind(model.model_dump(mode="json"), config.model_cache_dir)
+        routes[model.name] = {"task": model.task, "aliases": list(model.aliases),
+                              "deployment": model.deployment_name}
+
+    router = Router.options(**config.router.to_serve_options()).bind(routes, handles)
+    return Ingress.options(**config.ingress.to_serve_options()).bind(
+        router, handles, config.model_dump(mode="json"))
+
+
+def _code_version(model: ModelConfig) -> str:
+    """A version that changes with everything except the live-tunable batching knobs.
+
+    Serve restarts replicas when a deployment's version changes and only calls reconfigure()
+    when it does not; without an explicit version every `serve.run` restarts them.
+    """
+    fields = model.model_dump(mode="json", exclude={"batching"})
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+    return f"{_PACKAGE_VERSION}-{digest[:12]}"
+
+
+def _model_options(model: ModelConfig) -> dict[str, Any]:
+    options = model.deployment.to_serve_options()
+    # @serve.batch can only fill a batch with requests the replica is allowed to hold at once.
+    options["max_ongoing_requests"] = max(options["max_ongoing_requests"],
+                                          model.batching.max_batch_size)
+    return options

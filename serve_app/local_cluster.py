@@ -1,0 +1,119 @@
+"""Start and stop a local Ray head (`ray start --head`) away from port 6379, which Redis owns.
+
+Used by `python -m serve_app serve` (fixed, documented ports) and by the test session (free
+ports, so parallel sessions on one machine never collide).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class LocalRayCluster:
+    gcs_address: str          # "127.0.0.1:PORT", for ray.init(address=...)
+    dashboard_url: str        # "http://127.0.0.1:PORT", for JobSubmissionClient / serve deploy
+    metrics_export_port: int  # Prometheus text of this node's metrics, Serve's and Aegis's
+    temp_dir: Path
+
+    def env(self) -> dict[str, str]:
+        """Environment for a subprocess (`ray job submit`, `serve deploy`) aimed at this cluster."""
+        return {**os.environ, "RAY_ADDRESS": self.dashboard_url}
+
+
+def start_local_cluster(*, port: int | None = None, dashboard_port: int | None = None,
+                        metrics_export_port: int | None = None,
+                        num_cpus: int | None = None) -> LocalRayCluster:
+    """`ray start --head` on 127.0.0.1; ports left as None are chosen free.
+
+    Args:
+        num_cpus: logical CPUs to advertise (None: Ray counts the cores). Tests advertise more
+            than the 2 real cores so fractional deployments and a training job fit at once.
+
+    Raises:
+        RuntimeError: Ray did not start; the message carries Ray's own output.
+    """
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    temp_dir = Path(tempfile.mkdtemp(prefix="aegis-ray-", dir="/tmp"))
+    port = port or free_port()
+    dashboard_port = dashboard_port or free_port()
+    metrics_export_port = metrics_export_port or free_port()
+    cmd = [
+        ray_bin, "start", "--head",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard_port}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--ray-client-server-port={free_port()}",
+        f"--metrics-export-port={metrics_export_port}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+    ]
+    if num_cpus is not None:
+        cmd.append(f"--num-cpus={num_cpus}")
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        # A half-started head (GCS up, dashboard failed) would otherwise outlive us.
+        _stop_processes(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise RuntimeError(f"`ray start` failed:\n{result.stdout}\n{result.stderr}")
+    cluster = LocalRayCluster(
+        gcs_address=f"127.0.0.1:{port}",
+        dashboard_url=f"http://127.0.0.1:{dashboard_port}",
+        metrics_export_port=metrics_export_port,
+        temp_dir=temp_dir,
+    )
+    _wait_for_dashboard(cluster.dashboard_url)
+    return cluster
+
+
+def _wait_for_dashboard(url: str, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(1.0)
+    raise RuntimeError(f"Ray dashboard at {url} did not come up in {timeout_s:.0f}s")
+
+
+def stop_local_cluster(cluster: LocalRayCluster) -> None:
+    """Stop exactly this cluster's processes.
+
+    `ray stop` would stop every Ray cluster of this user, other sessions' included; each
+    process of ours names our temp dir on its command line, so those are the ones stopped.
+    """
+    _stop_processes(cluster.temp_dir)
+    shutil.rmtree(cluster.temp_dir, ignore_errors=True)
+
+
+def _stop_processes(temp_dir: Path) -> None:
+    subprocess.run(["pkill", "-TERM", "-f", str(temp_dir)], check=False)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        alive = subprocess.run(["pgrep", "-f", str(temp_dir)], capture_output=True)
+        if alive.returncode != 0:
+            break
+        time.sleep(0.5)
+    subprocess.run(["pkill", "-KILL", "-f", str(temp_dir)], check=False)
