@@ -1,0 +1,235 @@
+"""The security layer as request-pipeline pieces: one check, one response filter, one finisher.
+
+    check:   authenticate → authorize (route, model) → input limits → rate-limit admission
+             → prompt-injection scan (block 400 / flag) → input redaction (when configured)
+    filter:  a streaming PII/secret redactor per choice
+    finish:  charge generated tokens → one audit record (errors included)
+
+`security/` stays Ray-free; this module only adapts it to `serve_app.pipeline` and builds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from security import AuditRecord, SecurityLayer, SecuritySettings, build_security, estimate_tokens
+from security.store import StoreUnavailable
+from serve_app.errors import ContentBlocked
+from serve_app.pipeline import RequestContext
+
+logger = logging.getLogger("ray.serve")
+
+# Routes whose text reaches a generative model: the prompt-injection scan runs on these by
+# default. Other routes (embeddings) are scanned only when `injection.route_actions` names them.
+GENERATION_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
+BOOTSTRAP_KEY_FILE = "bootstrap-admin-key"
+_DECISIONS = {401: "unauthenticated", 403: "forbidden", 413: "too_large", 429: "rate_limited"}
+
+
+def _texts(body: Any) -> tuple[list[dict[str, str]], list[str]]:
+    """(chat messages as role/content dicts, other input texts) of a request body."""
+    messages = getattr(body, "messages", None)
+    if messages is not None:
+        return [{"role": m.role, "content": m.text()} for m in messages], []
+    if hasattr(body, "prompts"):
+        return [], body.prompts()
+    if hasattr(body, "inputs"):
+        return [], body.inputs()
+    return [], []
+
+
+class SecurityGuard:
+    """`RequestCheck`, `ResponseFilter` and `Finisher` over one `SecurityLayer`.
+
+    Args:
+        layer: the replica's security layer (built by `build_guard`).
+    """
+
+    def __init__(self, layer: SecurityLayer) -> None:
+        self.layer = layer
+        self.settings = layer.settings
+
+    # -- RequestCheck ------------------------------------------------------------------------
+
+    async def authenticate(self, ctx: RequestContext) -> None:
+        """Set `ctx.identity` from the Authorization header, or raise 401 (503 if the store is down)."""
+        ctx.identity = await self.layer.authenticator.authenticate(ctx.headers.get("authorization"))
+
+    async def check(self, ctx: RequestContext) -> None:
+        sec = self.layer
+        await self.authenticate(ctx)
+        identity = ctx.identity
+        sec.policy.authorize(identity, ctx.route, ctx.model)
+        messages, texts = _texts(ctx.body)
+        if messages:
+            sec.input_limits.check_messages(len(messages))
+        # ~4 chars a token plus a few per message for the chat template: no tokenizer here.
+        estimate = sum(estimate_tokens(m["content"]) + 4 for m in messages) + sum(map(estimate_tokens, texts))
+        sec.input_limits.check_prompt_tokens(estimate)
+        ctx.annotations["estimated_prompt_tokens"] = estimate
+        decision = await sec.limiter.admit(identity, prompt_tokens=estimate)
+        ctx.response_headers.update(decision.headers())
+        if decision.degraded:
+            ctx.annotations["degraded"] = True
+        await self._scan(ctx, messages, texts)
+        if self.settings.redaction.input_enabled:
+            self._redact_input(ctx)
+        if self.settings.audit.include_prompt_text:
+            ctx.annotations["prompt_text"] = "\n".join([m["content"] for m in messages] + texts)
+
+    async def _scan(self, ctx: RequestContext, messages: list[dict[str, str]], texts: list[str]) -> None:
+        scanner = self.layer.scanner
+        configured = ctx.route in self.settings.injection.route_actions
+        if ctx.route not in GENERATION_ROUTES and not configured:
+            return
+        action = scanner.action_for(ctx.route, ctx.identity.tenant)
+        if action == "off" or not (messages or texts):
+            return
+        # The classifier is CPU-bound (tens of ms): keep the replica's event loop free.
+        if messages:
+            result = await asyncio.to_thread(scanner.scan_messages, messages)
+        else:
+            result = await asyncio.to_thread(scanner.scan_texts, texts)
+        ctx.annotations["injection_score"] = round(result.score, 4)
+        try:
+            flagged = scanner.enforce(result, action)
+        except ContentBlocked:
+            self.layer.counters.inc("injection_blocked")
+            raise
+        if flagged:
+            self.layer.counters.inc("injection_flagged")
+            ctx.annotations["flagged"] = list(result.reasons)
+
+    def _redact_input(self, ctx: RequestContext) -> None:
+        redactor = self.layer.redactor(ctx.identity.tenant)
+        counts: Counter[str] = Counter()
+
+        def clean(text: str) -> str:
+            redacted, found = redactor.redact(text)
+            counts.update(found)
+            return redacted
+
+        body = ctx.body
+        if getattr(body, "messages", None) is not None:
+            for message in body.messages:
+                if message.content is not None:
+                    message.content = clean(message.text())
+        elif hasattr(body, "prompt"):
+            body.prompt = clean(body.prompt) if isinstance(body.prompt, str) else [clean(p) for p in body.prompt]
+        elif hasattr(body, "input"):
+            body.input = clean(body.input) if isinstance(body.input, str) else [clean(t) for t in body.input]
+        if counts:
+            ctx.annotations["input_redacted_types"] = dict(counts)
+            for entity, n in counts.items():
+                self.layer.counters.inc(f"redacted_input_{entity}", n)
+
+    def visible_models(self, ctx: RequestContext, ids: list[str]) -> list[str]:
+        """The model ids this caller's tenant may use (all of them when no allow-list is set)."""
+        allowed = self.layer.policy.allowed_models(ctx.identity.tenant) if ctx.identity else None
+        if allowed is None or self.layer.policy.has_scope(ctx.identity, "*"):
+            return ids
+        return [i for i in ids if i in allowed]
+
+    # -- ResponseFilter ------------------------------------------------------------------------
+
+    def open(self, ctx: RequestContext) -> Any:
+        if not self.settings.redaction.output_enabled:
+            return None
+        stream = self.layer.redactor(ctx.identity.tenant if ctx.identity else None).stream()
+        ctx.annotations.setdefault("_redactors", []).append(stream)
+        return stream
+
+    # -- Finisher --------------------------------------------------------------------------------
+
+    async def finish(self, ctx: RequestContext, status_code: int) -> None:
+        sec = self.layer
+        identity = ctx.identity
+        redacted: Counter[str] = Counter()
+        for stream in ctx.annotations.get("_redactors", ()):
+            redacted.update(stream.counts)
+        for entity, n in redacted.items():
+            sec.counters.inc(f"redacted_{entity}", n)
+        if identity is not None:
+            # Admission charged an estimate of the prompt; charge what the model really used.
+            extra = max(0, ctx.prompt_tokens - ctx.annotations.get("estimated_prompt_tokens", 0))
+            await sec.limiter.charge_tokens(identity, ctx.completion_tokens + extra)
+        reason = ctx.annotations.get("reason") or ctx.annotations.get("stream_error")
+        if status_code < 400:
+            decision = "flagged" if ctx.annotations.get("flagged") else "allowed"
+        elif reason == "prompt_injection":
+            decision = "blocked"
+        else:
+            decision = _DECISIONS.get(status_code, "error")
+        if ctx.annotations.get("flagged") and not reason:
+            reason = "prompt_injection:" + ",".join(ctx.annotations["flagged"])
+        await sec.audit.log(AuditRecord(
+            request_id=ctx.request_id, route=ctx.route, decision=decision,
+            key_id=getattr(identity, "key_id", None), subject=getattr(identity, "subject", None),
+            tenant=getattr(identity, "tenant", None), model=ctx.model, status_code=status_code,
+            reason=reason, injection_score=ctx.annotations.get("injection_score"),
+            redacted_types={**ctx.annotations.get("input_redacted_types", {}), **redacted},
+            prompt_tokens=ctx.prompt_tokens, completion_tokens=ctx.completion_tokens,
+            latency_ms=round((time.monotonic() - ctx.started_at) * 1000, 2),
+            degraded=bool(ctx.annotations.get("degraded")),
+            prompt_text=ctx.annotations.get("prompt_text")))
+
+
+def build_guard(settings: SecuritySettings) -> SecurityGuard:
+    """The replica's guard: the shared store (Redis or the store actor) and every component.
+
+    Loads the injection classifier: call it from a deployment's constructor, off the event loop.
+    """
+    from deployments.store import open_store
+
+    return SecurityGuard(build_security(settings, open_store(settings)))
+
+
+async def bootstrap_admin_key(guard: SecurityGuard) -> Path | None:
+    """Create the first admin key when the store holds none; returns the file holding it.
+
+    The plaintext goes to `<state_dir>/bootstrap-admin-key`, created exclusively with mode 0600,
+    and nowhere else (not the logs, which Ray keeps on disk). `python -m serve_app serve` prints it
+    once and deletes the file; without that CLI, read it once and delete it. Only the key's digest
+    is in the store. Every replica may call this at once: the store lets exactly one create it.
+    """
+    settings = guard.settings
+    if not (settings.auth.bootstrap_admin_key and settings.auth.api_keys_enabled) or settings.auth_disabled:
+        return None
+    try:
+        made = await guard.layer.keys.bootstrap_admin()
+    except StoreUnavailable as exc:
+        logger.error("could not check for API keys (store unavailable: %s); no admin key bootstrapped", exc)
+        return None
+    if made is None:
+        return None
+    key_id, plaintext = made
+    path = settings.state_path.resolve() / BOOTSTRAP_KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (plaintext + "\n").encode())
+    finally:
+        os.close(fd)
+    logger.warning("Created the bootstrap admin API key %s. Its plaintext is in %s (mode 0600) until "
+                   "shown: `python -m serve_app serve` prints it once and deletes the file.", key_id, path)
+    return path
+
+
+def take_bootstrap_key(settings: SecuritySettings) -> str | None:
+    """Read and delete the bootstrap key file (the CLI's one-time print); None when absent."""
+    path = settings.state_path.resolve() / BOOTSTRAP_KEY_FILE
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    path.unlink(missing_ok=True)
+    return key or None
+
+
+__all__ = ["SecurityGuard", "bootstrap_admin_key", "build_guard", "take_bootstrap_key"]

@@ -1,0 +1,1 @@
+"""Input guardrails: size limits and layered prompt-injection detection."""

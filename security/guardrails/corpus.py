@@ -1,0 +1,128 @@
+"""Builds the labelled prompt-injection corpus from cited templates (`python -m security.guardrails.corpus`).
+
+Every example records its template id and source. The split is by template: a template (and every
+example made from it) is either in train or in held-out test, so test measures phrasings training
+never saw. Slot fillers (goals, carriers, topics) are shared by both splits. Extra labelled examples
+can be added as JSON Lines under `data/extra/` (`{"text", "label", "source"}`; split by hash).
+
+This is a generated corpus: it shows the classifier separates these families, and overstates how
+well it would do on real-world traffic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import codecs
+import hashlib
+import json
+import random
+from pathlib import Path
+
+from security.guardrails import corpus_templates as T
+
+DATA_DIR = Path(__file__).with_name("data")
+CORPUS_PATH = DATA_DIR / "corpus.jsonl"
+TEST_FRACTION = 0.25
+_HOMO = str.maketrans({"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "i": "і", "x": "х", "y": "у"})
+_LEET = str.maketrans({"o": "0", "i": "1", "e": "3", "a": "4", "s": "5", "t": "7"})
+
+
+def _split_for(template_id: str, seed: int) -> str:
+    digest = hashlib.sha256(f"{seed}:{template_id}".encode()).digest()
+    return "test" if digest[0] / 256 < TEST_FRACTION else "train"
+
+
+def _fill(template: str, rng: random.Random) -> str:
+    units = rng.choice(T.UNITS)
+    sentence = rng.choice(T.BENIGN_SENTENCES)
+    topic, topic2 = rng.sample(T.TOPICS, 2)
+    return template.format(
+        goal=rng.choice(T.GOALS), obj=rng.choice(T.OBJECTS), persona=rng.choice(T.PERSONAS),
+        carrier=rng.choice(T.CARRIERS), topic=topic, topic2=topic2, thing=rng.choice(T.THINGS),
+        code_task=rng.choice(T.CODE_TASKS), unit=units[0], unit2=units[1], city=rng.choice(T.CITIES),
+        hobby=rng.choice(T.HOBBIES), food=rng.choice(T.FOODS), benign_howto=rng.choice(T.BENIGN_HOWTO),
+        b64=base64.b64encode(sentence.encode()).decode(), hex=sentence.encode().hex(), rot13=codecs.encode(sentence, "rot13"),
+    )
+
+
+def _obfuscate(text: str, how: str, rng: random.Random) -> str:
+    """Obfuscations from Wei et al. 2023 and the Unicode tricks that normalisation undoes."""
+    if how == "base64":
+        return f"Decode this base64 and do what it says: {base64.b64encode(text.encode()).decode()}"
+    if how == "hex":
+        return f"The following hex is your real task: {text.encode().hex()}"
+    if how == "rot13":
+        return f"Apply rot13 to this and follow it: {codecs.encode(text, 'rot13')}"
+    if how == "homoglyph":
+        return "".join(ch.translate(_HOMO) if rng.random() < 0.5 else ch for ch in text)
+    if how == "zero_width":
+        return "\u200b".join(text[i : i + 2] for i in range(0, len(text), 2))
+    if how == "leet":
+        return text.translate(_LEET)
+    if how == "spaced":
+        words = text.split()
+        k = rng.randrange(len(words))
+        words[k] = " ".join(words[k])
+        return " ".join(words)
+    raise ValueError(how)
+
+
+def build(seed: int = 13, per_attack_template: int = 30, per_benign_template: int = 60) -> list[dict]:
+    """Generate the corpus; deterministic for a seed."""
+    rng = random.Random(seed)
+    rows: list[dict] = []
+    seen: set[str] = set()
+
+    def add(text: str, label: int, source: str, template_id: str, variant: str) -> None:
+        if variant != "extra":
+            text = f"{rng.choice(T.PREFIXES)}{text}{rng.choice(T.SUFFIXES)}"
+        if text in seen:
+            return
+        seen.add(text)
+        rows.append({"text": text, "label": label, "source": source, "template": template_id,
+                     "variant": variant, "split": _split_for(template_id, seed)})
+
+    obfuscations = ["base64", "hex", "rot13", "homoglyph", "zero_width", "leet", "spaced"]
+    for i, (source, template) in enumerate(T.ATTACK_TEMPLATES):
+        tid = f"attack-{hashlib.sha256(template.encode()).hexdigest()[:10]}"  # stable when templates are added
+        for _ in range(per_attack_template):
+            text = _fill(template, rng)
+            variant = "plain"
+            if rng.random() < 0.2:  # a fifth of attacks obfuscated, as in-the-wild prompts often are
+                variant = rng.choice(obfuscations)
+                text = _obfuscate(text, variant, rng)
+            elif rng.random() < 0.3:  # casing noise
+                text = text.lower() if rng.random() < 0.5 else text.upper()
+                variant = "case"
+            add(text, 1, source, tid, variant)
+    for i, (source, template) in enumerate(T.BENIGN_TEMPLATES):
+        tid = f"benign-{hashlib.sha256(template.encode()).hexdigest()[:10]}"
+        for _ in range(per_benign_template):
+            add(_fill(template, rng), 0, f"benign_{source}", tid, "plain")
+    for extra in sorted((DATA_DIR / "extra").glob("*.jsonl")):
+        for line in extra.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                item = json.loads(line)
+                add(item["text"], int(item["label"]), item.get("source", extra.stem), f"extra-{hashlib.sha256(item['text'].encode()).hexdigest()[:12]}", "extra")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--out", type=Path, default=CORPUS_PATH)
+    args = parser.parse_args(argv)
+    rows = build(args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    counts = {(r["split"], r["label"]) for r in rows}
+    summary = {f"{s}/{'attack' if l else 'benign'}": sum(1 for r in rows if r["split"] == s and r["label"] == l) for s, l in sorted(counts)}
+    print(json.dumps({"path": str(args.out), "rows": len(rows), **summary}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

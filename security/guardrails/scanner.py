@@ -1,0 +1,141 @@
+"""Layered prompt-injection scanning (normalise → heuristics → classifier) and its block/flag/off policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Literal
+
+from security.guardrails.classifier import EmbeddingHeadClassifier, HFSequenceClassifier, InjectionClassifier, SentenceEncoder
+from security.guardrails.heuristics import scan_heuristics
+from security.guardrails.normalize import normalize
+from security.settings import InjectionAction, InjectionSettings
+from serve_app.errors import ContentBlocked
+
+# Roles whose content an attacker controls: the user, and tool/function results (indirect
+# injection arrives through retrieved documents). System and assistant turns are the caller's own.
+SCANNED_ROLES = frozenset({"user", "tool", "function"})
+_WINDOW_CHARS = 600  # ~128 MiniLM tokens of English; longer inputs are scanned in windows
+_WINDOW_STEP = 500
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """Outcome of scanning one input.
+
+    Attributes:
+        verdict: `injection` or `clean`.
+        score: 1.0 for a strong heuristic hit, else the classifier probability (0 without one).
+        reasons: rule families that fired (plus `classifier` when the model decided).
+        layer: which layer decided: `heuristics`, `classifier` or `none`.
+    """
+
+    verdict: Literal["injection", "clean"]
+    score: float
+    reasons: tuple[str, ...] = ()
+    layer: str = "none"
+
+    @property
+    def is_injection(self) -> bool:
+        return self.verdict == "injection"
+
+
+CLEAN = ScanResult("clean", 0.0)
+
+
+def _windows(text: str) -> list[str]:
+    if len(text) <= _WINDOW_CHARS:
+        return [text]
+    return [text[i : i + _WINDOW_CHARS] for i in range(0, len(text) - _WINDOW_CHARS + _WINDOW_STEP, _WINDOW_STEP)]
+
+
+def build_classifier(settings: InjectionSettings) -> InjectionClassifier | None:
+    """The configured classifier (loads model weights: call from a deployment's __init__)."""
+    if settings.classifier == "none":
+        return None
+    if settings.classifier == "hf_sequence":
+        return HFSequenceClassifier(settings.hf_model or "", settings.hf_positive_label, settings.threshold or 0.5, settings.device)
+    encoder = SentenceEncoder(settings.encoder_path, device=settings.device)
+    return EmbeddingHeadClassifier(encoder, settings.head_path, settings.threshold)
+
+
+class PromptScanner:
+    """Scans user-controlled text for prompt injection and applies the per-route/tenant policy.
+
+    Args:
+        settings: policy and scan limits.
+        classifier: learned layer; None runs heuristics only.
+    """
+
+    def __init__(self, settings: InjectionSettings, classifier: InjectionClassifier | None = None) -> None:
+        self._s = settings
+        self.classifier = classifier
+
+    @classmethod
+    def from_settings(cls, settings: InjectionSettings) -> PromptScanner:
+        return cls(settings, build_classifier(settings))
+
+    def scan(self, text: str) -> ScanResult:
+        """Scan one text."""
+        return self.scan_texts([text])
+
+    def scan_texts(self, texts: Iterable[str]) -> ScanResult:
+        """Scan several texts (e.g. all user turns) as one input; the worst one decides."""
+        normalized = [normalize(t, self._s.max_scan_chars) for t in texts if t and t.strip()]
+        if not normalized:
+            return CLEAN
+        reasons: set[str] = set()
+        weak = False
+        for norm in normalized:
+            result = scan_heuristics(norm)
+            if result.strong:
+                return ScanResult("injection", 1.0, result.reasons, "heuristics")
+            weak = weak or bool(result.reasons)
+            reasons |= set(result.reasons)
+        if self.classifier is None:
+            return ScanResult("clean", 0.5 if weak else 0.0, tuple(sorted(reasons)), "heuristics" if weak else "none")
+        chunks: list[str] = []
+        for norm in normalized:
+            chunks += _windows(norm.text) + [decoded for _, decoded in norm.decoded]
+        score = max(self.classifier.score(chunks))
+        if score >= self.classifier.threshold:
+            return ScanResult("injection", score, tuple(sorted(reasons | {"classifier"})), "classifier")
+        return ScanResult("clean", score, tuple(sorted(reasons)), "classifier")
+
+    def scan_messages(self, messages: list[dict]) -> ScanResult:
+        """Scan the attacker-controllable turns of an OpenAI `messages` list.
+
+        Content may be a string or a list of parts (`{"type": "text", "text": ...}`).
+        """
+        texts: list[str] = []
+        for message in messages:
+            if message.get("role") not in SCANNED_ROLES:
+                continue
+            content = message.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts += [p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        return self.scan_texts(texts)
+
+    def action_for(self, route: str, tenant: str | None) -> InjectionAction:
+        """Tenant setting wins over route setting, which wins over the default."""
+        if tenant is not None and tenant in self._s.tenant_actions:
+            return self._s.tenant_actions[tenant]
+        return self._s.route_actions.get(route, self._s.action)
+
+    def enforce(self, result: ScanResult, action: InjectionAction) -> bool:
+        """Apply the policy: raise on `block`, return True when the audit should flag it.
+
+        Raises:
+            ContentBlocked: injection found and the action is `block` (400, code `prompt_injection`).
+        """
+        if action == "off" or not result.is_injection:
+            return False
+        if action == "block":
+            why = ", ".join(result.reasons) or "classifier"
+            raise ContentBlocked(
+                f"Request blocked by the input guardrail: possible prompt injection ({why}).",
+                param="messages",
+                code="prompt_injection",
+            )
+        return True

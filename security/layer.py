@@ -1,0 +1,81 @@
+"""Builds every security component from one settings object: what the ingress holds."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from security.audit import AuditLogger, JsonlSink, RedisStreamSink
+from security.authn import Authenticator
+from security.counters import Counters
+from security.guardrails.limits import InputLimits
+from security.guardrails.scanner import PromptScanner, build_classifier
+from security.keys import KeyStore
+from security.oidc import OIDCVerifier
+from security.ratelimit import RateLimiter
+from security.rbac import Policy
+from security.redaction import Redactor
+from security.settings import SecuritySettings
+from security.store.base import SharedStore
+from security.store.redis_store import RedisStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SecurityLayer:
+    """The components, in request order: authenticator → policy → limits → limiter → scanner →
+    (model) → redactor → audit."""
+
+    settings: SecuritySettings
+    store: SharedStore
+    counters: Counters
+    keys: KeyStore
+    authenticator: Authenticator
+    policy: Policy
+    input_limits: InputLimits
+    limiter: RateLimiter
+    scanner: PromptScanner
+    audit: AuditLogger
+
+    def redactor(self, tenant: str | None) -> Redactor:
+        """The redactor for a tenant's configured types."""
+        return Redactor.for_tenant(self.settings.redaction, tenant)
+
+
+def build_security(settings: SecuritySettings, store: SharedStore, load_classifier: bool = True) -> SecurityLayer:
+    """Wire the components (loads the classifier weights: call in a deployment's __init__).
+
+    Args:
+        settings: validated settings.
+        store: a `RedisStore`, an `EmbeddedStore`, or a proxy to one hosted in a Ray actor.
+        load_classifier: False runs injection heuristics only (fast start, tests).
+    """
+    counters = Counters()
+    policy = Policy(settings.rbac)
+    pepper = settings.key_pepper.get_secret_value().encode() if settings.key_pepper else b""
+    keys = KeyStore(store, pepper, policy.roles)
+    oidc = OIDCVerifier(settings.auth.oidc, policy.roles) if settings.auth.oidc else None
+    authenticator = Authenticator(
+        keys if settings.auth.api_keys_enabled else None, oidc, settings.dev_mode and settings.auth_disabled, counters
+    )
+    classifier = build_classifier(settings.injection) if load_classifier and settings.injection.action != "off" else None
+    sinks = []
+    if settings.audit.enabled:
+        sinks.append(JsonlSink(settings.audit_jsonl_path()))
+        if isinstance(store, RedisStore):
+            sinks.append(RedisStreamSink(store, settings.audit.redis_stream, settings.audit.redis_stream_maxlen))
+    if settings.dev_mode:
+        log.warning("AEGIS DEV MODE: placeholder secrets allowed%s", "; AUTHENTICATION IS OFF" if settings.auth_disabled else "")
+    return SecurityLayer(
+        settings=settings,
+        store=store,
+        counters=counters,
+        keys=keys,
+        authenticator=authenticator,
+        policy=policy,
+        input_limits=InputLimits(settings.input_limits),
+        limiter=RateLimiter(store, settings.rate_limit, settings.fail_mode, counters),
+        scanner=PromptScanner(settings.injection, classifier),
+        audit=AuditLogger(sinks, settings.fail_mode, settings.audit.include_prompt_text, counters),
+    )

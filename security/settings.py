@@ -1,0 +1,254 @@
+"""Typed, validated settings for every security component (env prefix `AEGIS_`, nesting with `__`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+FailMode = Literal["open", "closed"]
+InjectionAction = Literal["block", "flag", "off"]
+
+# Values people paste from examples; refused outside dev mode because they are public.
+_PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "change_me", "secret", "password", "placeholder", "xxx", "todo"}
+)
+
+REDACTION_TYPES = (
+    "EMAIL",
+    "PHONE",
+    "CREDIT_CARD",
+    "IBAN",
+    "US_SSN",
+    "IP_ADDRESS",
+    "API_KEY",
+    "JWT",
+    "PRIVATE_KEY",
+)
+
+
+class OIDCSettings(BaseModel):
+    """An OIDC issuer whose JWTs are accepted as bearer tokens."""
+
+    issuer: str = Field(description="Expected `iss` claim, e.g. https://login.example.com/.")
+    audience: str = Field(description="Expected `aud` claim.")
+    jwks_url: str = Field(description="URL of the issuer's JSON Web Key Set.")
+    # Pinned here, never read from the token header (the alg-confusion attack).
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256"])
+    leeway_s: float = Field(default=30.0, ge=0, le=300)
+    jwks_cache_ttl_s: float = Field(default=600.0, gt=0)
+    # An unknown `kid` triggers a refetch (key rotation), but at most this often so a flood of
+    # forged kids cannot turn us into a DoS amplifier against the issuer.
+    jwks_min_refetch_interval_s: float = Field(default=30.0, ge=0)
+    http_timeout_s: float = Field(default=5.0, gt=0)
+    role_claim: str = Field(default="role", description="Claim holding the role; dotted path allowed.")
+    tenant_claim: str = Field(default="tenant", description="Claim holding the tenant; dotted path allowed.")
+    default_role: str | None = Field(default=None, description="Role when the claim is absent; None rejects.")
+
+    @field_validator("algorithms")
+    @classmethod
+    def _no_symmetric_or_none(cls, value: list[str]) -> list[str]:
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+        bad = [alg for alg in value if alg not in allowed]
+        if not value or bad:
+            raise ValueError(f"oidc.algorithms must be asymmetric JWS algorithms from {sorted(allowed)}, got {value}")
+        return value
+
+
+class AuthSettings(BaseModel):
+    """Who may call the API."""
+
+    api_keys_enabled: bool = True
+    oidc: OIDCSettings | None = None
+    bootstrap_admin_key: bool = Field(
+        default=True, description="Create and print one admin key on first start when none exist."
+    )
+
+
+class RBACSettings(BaseModel):
+    """Role → scopes, route → scope, tenant → allowed models."""
+
+    role_scopes: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "admin": ["*"],
+            "user": ["inference", "models:read"],
+            "trainer": ["inference", "models:read", "training"],
+            "readonly": ["models:read"],
+        }
+    )
+    route_scopes: dict[str, str] = Field(
+        default_factory=lambda: {
+            "/v1/chat/completions": "inference",
+            "/v1/completions": "inference",
+            "/v1/embeddings": "inference",
+            "/v1/models": "models:read",
+            "/admin/*": "admin",
+            "/v1/training/*": "training",
+        }
+    )
+    # Tenant → model ids it may use; a tenant absent from the map may use every model.
+    tenant_models: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class LimitSpec(BaseModel):
+    """A rate: `per_minute` units sustained, up to `burst` units at once."""
+
+    per_minute: float = Field(gt=0)
+    burst: float = Field(gt=0)
+
+
+class RateLimitSettings(BaseModel):
+    """Per-key and per-tenant request and token rates (None disables that limit)."""
+
+    enabled: bool = True
+    key_requests: LimitSpec | None = LimitSpec(per_minute=60, burst=20)
+    key_tokens: LimitSpec | None = LimitSpec(per_minute=100_000, burst=20_000)
+    tenant_requests: LimitSpec | None = LimitSpec(per_minute=600, burst=100)
+    tenant_tokens: LimitSpec | None = LimitSpec(per_minute=1_000_000, burst=200_000)
+    # Per-role overrides of the per-key limits, e.g. {"admin": {...}}.
+    role_key_requests: dict[str, LimitSpec] = Field(default_factory=dict)
+    role_key_tokens: dict[str, LimitSpec] = Field(default_factory=dict)
+
+
+class InputLimitSettings(BaseModel):
+    """Hard size limits checked before anything expensive (413 when exceeded)."""
+
+    max_body_bytes: int = Field(default=1_000_000, ge=1)
+    max_messages: int = Field(default=256, ge=1)
+    max_prompt_tokens: int = Field(default=8192, ge=1)
+
+
+class InjectionSettings(BaseModel):
+    """Prompt-injection scanning: heuristics, then a classifier, with a per-route/tenant policy."""
+
+    action: InjectionAction = "block"
+    route_actions: dict[str, InjectionAction] = Field(default_factory=dict)
+    tenant_actions: dict[str, InjectionAction] = Field(default_factory=dict)
+    classifier: Literal["embedding_head", "hf_sequence", "none"] = "embedding_head"
+    # Directory of the sentence encoder (all-MiniLM-L6-v2); None finds the bundled package.
+    encoder_path: str | None = None
+    head_path: str | None = Field(default=None, description="safetensors head; None uses the shipped one.")
+    hf_model: str | None = Field(default=None, description="HF sequence-classification model id or path.")
+    hf_positive_label: str = Field(default="INJECTION", description="Label name meaning injection.")
+    threshold: float | None = Field(default=None, ge=0, le=1, description="None uses the trained threshold.")
+    max_scan_chars: int = Field(default=8000, ge=1)
+    device: str = "cpu"
+
+    @model_validator(mode="after")
+    def _hf_needs_model(self) -> InjectionSettings:
+        if self.classifier == "hf_sequence" and not self.hf_model:
+            raise ValueError("injection.hf_model is required when injection.classifier is 'hf_sequence'")
+        return self
+
+
+class RedactionSettings(BaseModel):
+    """PII / secret redaction on outputs (and optionally on inputs)."""
+
+    output_enabled: bool = True
+    input_enabled: bool = False
+    types: list[str] = Field(default_factory=lambda: list(REDACTION_TYPES))
+    tenant_types: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("types")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(REDACTION_TYPES))
+        if unknown:
+            raise ValueError(f"redaction.types has unknown types {unknown}; known: {list(REDACTION_TYPES)}")
+        return value
+
+    @field_validator("tenant_types")
+    @classmethod
+    def _known_tenant_types(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for tenant, types in value.items():
+            unknown = sorted(set(types) - set(REDACTION_TYPES))
+            if unknown:
+                raise ValueError(f"redaction.tenant_types[{tenant!r}] has unknown types {unknown}")
+        return value
+
+
+class AuditSettings(BaseModel):
+    """Where one-record-per-request audit goes."""
+
+    enabled: bool = True
+    jsonl_path: str | None = Field(default=None, description="None: <state_dir>/audit.jsonl.")
+    redis_stream: str = "aegis:audit"
+    redis_stream_maxlen: int = Field(default=1_000_000, ge=1)
+    include_prompt_text: bool = False
+
+
+class SecuritySettings(BaseSettings):
+    """Everything `security/` needs, read from `AEGIS_*` env vars (nested with `__`) or passed in.
+
+    Examples: `AEGIS_DEV_MODE=1`, `AEGIS_FAIL_MODE=closed`, `REDIS_URL=redis://host:6379/0`,
+    `AEGIS_RATE_LIMIT__KEY_REQUESTS__PER_MINUTE=120`, `AEGIS_INJECTION__ACTION=flag`.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="AEGIS_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    dev_mode: bool = Field(default=False, description="Allows auth off and placeholder secrets; announced loudly.")
+    auth_disabled: bool = Field(default=False, description="Only honoured in dev mode.")
+    redis_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("AEGIS_REDIS_URL", "REDIS_URL", "redis_url")
+    )
+    redis_prefix: str = "aegis"
+    # What happens when the shared store (Redis) or the audit sink is unreachable.
+    fail_mode: FailMode = "open"
+    state_dir: str = Field(default=".aegis", description="Embedded-store file and default audit log.")
+    key_pepper: SecretStr | None = Field(default=None, description="HMAC key mixed into API-key digests.")
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    rbac: RBACSettings = Field(default_factory=RBACSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    input_limits: InputLimitSettings = Field(default_factory=InputLimitSettings)
+    injection: InjectionSettings = Field(default_factory=InjectionSettings)
+    redaction: RedactionSettings = Field(default_factory=RedactionSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+
+    @model_validator(mode="after")
+    def _secure_unless_dev(self) -> SecuritySettings:
+        if self.dev_mode:
+            return self
+        if self.auth_disabled:
+            raise ValueError("auth_disabled=true requires dev_mode=true (AEGIS_DEV_MODE=1)")
+        if self.key_pepper is not None and self.key_pepper.get_secret_value().strip().lower() in _PLACEHOLDER_SECRETS:
+            raise ValueError("key_pepper is a placeholder value; set a random secret or use dev_mode")
+        if not self.auth.api_keys_enabled and self.auth.oidc is None:
+            raise ValueError("auth: api_keys_enabled=false and no oidc issuer leaves no way to log in")
+        return self
+
+    @property
+    def state_path(self) -> Path:
+        """The state directory as a Path."""
+        return Path(self.state_dir)
+
+    def embedded_store_path(self) -> Path:
+        """File the embedded store persists API-key records to (shared by the CLI and the cluster)."""
+        return self.state_path / "store.json"
+
+    def audit_jsonl_path(self) -> Path:
+        """Where the JSON Lines audit sink appends."""
+        return Path(self.audit.jsonl_path) if self.audit.jsonl_path else self.state_path / "audit.jsonl"
+
+
+def load_security_settings(**overrides: object) -> SecuritySettings:
+    """Build settings from the environment plus overrides, raising ConfigError that names the field.
+
+    Raises:
+        serve_app.errors.ConfigError: when any field is invalid.
+    """
+    from pydantic import ValidationError
+
+    from serve_app.errors import ConfigError
+
+    try:
+        return SecuritySettings(**overrides)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            parts.append(f"{field}: {err['msg']}")
+        raise ConfigError("invalid security settings: " + "; ".join(parts)) from None
