@@ -1,0 +1,180 @@
+"""Guardrail benchmark: injection TPR/FPR on the held-out split, CPU latency, redaction precision/recall.
+
+Run: `python -m benchmarks.guardrails` (writes benchmarks/results/guardrails.json, prints markdown).
+The corpus is generated from templates (security/guardrails/corpus.py): numbers here show how the
+layers separate those families, and overstate accuracy on real-world traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+RESULTS = Path(__file__).with_name("results") / "guardrails.json"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def injection_benchmark() -> dict:
+    """Scan every held-out example with heuristics alone and with heuristics + classifier."""
+    import torch
+
+    # One thread per scan: the ingress scans requests concurrently, one per worker thread, and on
+    # a shared 2-core machine more threads per scan only add contention (AEGIS_BENCH_THREADS overrides).
+    torch.set_num_threads(int(os.environ.get("AEGIS_BENCH_THREADS", "1")))
+    from security.guardrails.classifier import EmbeddingHeadClassifier, SentenceEncoder
+    from security.guardrails.corpus import CORPUS_PATH
+    from security.guardrails.scanner import PromptScanner
+    from security.settings import InjectionSettings
+
+    rows = [json.loads(line) for line in CORPUS_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
+    test = [r for r in rows if r["split"] == "test"]
+    scanners = {
+        "heuristics": PromptScanner(InjectionSettings(classifier="none")),
+        "heuristics+classifier": PromptScanner(InjectionSettings(), EmbeddingHeadClassifier(SentenceEncoder())),
+    }
+    out: dict = {"examples": len(test), "attacks": sum(r["label"] for r in test), "torch_threads": torch.get_num_threads()}
+    for name, scanner in scanners.items():
+        scanner.scan("warm-up text")
+        latencies_ms: list[float] = []
+        tp = fp = 0
+        by_variant: Counter[str] = Counter()
+        missed_variant: Counter[str] = Counter()
+        for r in test:
+            started = time.perf_counter()
+            verdict = scanner.scan(r["text"]).is_injection
+            latencies_ms.append((time.perf_counter() - started) * 1000)
+            if r["label"]:
+                tp += verdict
+                by_variant[r["variant"]] += 1
+                missed_variant[r["variant"]] += not verdict
+            else:
+                fp += verdict
+        attacks = out["attacks"]
+        benign = len(test) - attacks
+        out[name] = {
+            "tpr": tp / attacks,
+            "fpr": fp / benign,
+            "false_positives": fp,
+            "missed": attacks - tp,
+            "p50_ms": statistics.median(latencies_ms),
+            "p99_ms": _percentile(latencies_ms, 99),
+            "missed_by_variant": {v: f"{missed_variant[v]}/{n}" for v, n in sorted(by_variant.items())},
+        }
+    return out
+
+
+def _redaction_set(seed: int = 7, n: int = 400) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Sentences with planted values of known type, plus distractors that must not be redacted."""
+    rng = random.Random(seed)
+
+    def card() -> str:
+        digits = [rng.choice("3456")] + [str(rng.randrange(10)) for _ in range(14)]
+        for check in range(10):
+            from security.redaction import luhn_ok
+
+            if luhn_ok("".join(digits) + str(check)):
+                raw = "".join(digits) + str(check)
+                return " ".join(raw[i : i + 4] for i in range(0, 16, 4)) if rng.random() < 0.5 else raw
+        raise AssertionError
+
+    def iban() -> str:
+        bban = "".join(str(rng.randrange(10)) for _ in range(18))
+        check = 98 - int("".join(str(int(c, 36)) for c in bban + "DE00")) % 97
+        raw = f"DE{check:02d}{bban}"
+        return " ".join(raw[i : i + 4] for i in range(0, len(raw), 4)) if rng.random() < 0.5 else raw
+
+    def word(k: int) -> str:
+        return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(k))
+
+    alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    makers = {
+        "EMAIL": lambda: f"{word(6)}.{word(4)}@{word(7)}.{rng.choice(['com', 'org', 'io', 'co.uk'])}",
+        "PHONE": lambda: rng.choice([f"+1 {rng.randrange(200, 999)}-{rng.randrange(200, 999)}-{rng.randrange(1000, 9999)}",
+                                      f"+44 20 {rng.randrange(1000, 9999)} {rng.randrange(1000, 9999)}",
+                                      f"({rng.randrange(200, 999)}) {rng.randrange(200, 999)}-{rng.randrange(1000, 9999)}",
+                                      f"{rng.randrange(200, 999)}-{rng.randrange(200, 999)}-{rng.randrange(1000, 9999)}"]),
+        "CREDIT_CARD": card,
+        "IBAN": iban,
+        "US_SSN": lambda: f"{rng.randrange(1, 665):03d}-{rng.randrange(1, 99):02d}-{rng.randrange(1, 9999):04d}",
+        "IP_ADDRESS": lambda: rng.choice([".".join(str(rng.randrange(256)) for _ in range(4)),
+                                           f"2001:db8:{rng.randrange(65536):x}::{rng.randrange(65536):x}"]),
+        "API_KEY": lambda: rng.choice(["AKIA" + "".join(rng.choice(alnum[:26] + alnum[52:]) for _ in range(16)),
+                                        "ghp_" + "".join(rng.choice(alnum) for _ in range(36)),
+                                        "sk-" + "".join(rng.choice(alnum) for _ in range(48)),
+                                        "xoxb-" + "-".join(str(rng.randrange(10**11, 10**12)) for _ in range(2)) + "-" + word(24)]),
+        "JWT": lambda: "eyJhbGciOiJIUzI1NiJ9.eyJ" + "".join(rng.choice(alnum) for _ in range(30)) + "." + "".join(rng.choice(alnum) for _ in range(43)),
+    }
+    distractors = ["order 48213", "version 2.3.1", "on 2024-05-01", "room 1204", "ISBN 978-3-16-148410-0",
+                   "build 1.2.3.4.5", "total 1234.56 EUR", "ticket #99812", "commit 3f2a9c1b", "at 10:30"]
+    templates = ["Please contact {v} about {d}.", "The value {v} appeared in the log next to {d}.",
+                 "Note {d}: forward to {v} asap.", "{d} - customer gave {v} on the phone."]
+    items = []
+    for _ in range(n):
+        entity = rng.choice(sorted(makers))
+        value = makers[entity]()
+        items.append((rng.choice(templates).format(v=value, d=rng.choice(distractors)), [(entity, value)]))
+    return items
+
+
+def redaction_benchmark() -> dict:
+    """Per-type precision and recall: a planted value counts as found when its placeholder replaces it whole."""
+    from security.redaction import Redactor
+
+    redactor = Redactor()
+    tp: Counter[str] = Counter()
+    fn: Counter[str] = Counter()
+    fp: Counter[str] = Counter()
+    latencies_ms = []
+    for text, planted in _redaction_set():
+        started = time.perf_counter()
+        out, counts = redactor.redact(text)
+        latencies_ms.append((time.perf_counter() - started) * 1000)
+        for entity, value in planted:
+            hit = value not in out and f"[{entity}]" in out
+            tp[entity] += hit
+            fn[entity] += not hit
+            extra = counts[entity] - (1 if hit else 0)
+            fp[entity] += max(0, extra)
+        for entity, n in counts.items():
+            if all(entity != e for e, _ in planted):
+                fp[entity] += n
+    per_type = {}
+    for entity in sorted(set(tp) | set(fn) | set(fp)):
+        p = tp[entity] / max(1, tp[entity] + fp[entity])
+        r = tp[entity] / max(1, tp[entity] + fn[entity])
+        per_type[entity] = {"precision": p, "recall": r, "support": tp[entity] + fn[entity]}
+    return {"per_type": per_type, "p50_ms": statistics.median(latencies_ms), "engine": "own recognizers (regex + Luhn/mod-97/SSA/ipaddress validation)"}
+
+
+def main() -> int:
+    injection = injection_benchmark()
+    redaction = redaction_benchmark()
+    result = {"injection": injection, "redaction": redaction, "cpu_count": os.cpu_count(), "load_average_1m_at_end": os.getloadavg()[0]}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"Prompt injection, held-out split ({injection['examples']} prompts, {injection['attacks']} attacks; CPU, {injection['torch_threads']} torch threads)\n")
+    print("| layers | TPR | FPR | p50 ms | p99 ms |\n| --- | --- | --- | --- | --- |")
+    for name in ("heuristics", "heuristics+classifier"):
+        m = injection[name]
+        print(f"| {name} | {m['tpr']:.1%} | {m['fpr']:.1%} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
+    print("\nRedaction (generated labelled set)\n\n| type | precision | recall | n |\n| --- | --- | --- | --- |")
+    for entity, m in redaction["per_type"].items():
+        print(f"| {entity} | {m['precision']:.1%} | {m['recall']:.1%} | {m['support']} |")
+    print(f"\n1-minute load average at the end: {result['load_average_1m_at_end']:.1f} on {os.cpu_count()} CPUs")
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
