@@ -3,7 +3,19 @@
     AegisError                      500 internal_error (message never carries internals)
     ├── InvalidRequest              400 invalid_request_error
     │   ├── PayloadTooLarge         413 invalid_request_error / code payload_too_large
-    │   └── ContentBlocked          400 invalid_request_error / code = guardrail reason
+    │   ├── ContentBlocked          400 invalid_request_error / code = guardrail reason
+    │   ├── InvalidArguments        422 invalid_request_error / code invalid_arguments
+    │   │                               (tool or workflow arguments against their schema; `param`
+    │   │                               names the field)
+    │   └── ToolError               400 invalid_request_error / code = reason (the tool refused
+    │                                   its input: bad expression, blocked address, ...)
+    ├── ToolFailed                  502 tool_error (the tool raised something unexpected; the
+    │   │                               message names the tool, never its internals)
+    │   ├── ToolCrashed             502 tool_error / code tool_crashed (its actor died mid-call)
+    │   └── ToolTimeout             504 tool_error / code tool_timeout (the call was cancelled)
+    ├── WorkflowStepFailed          status of the step's own error / type workflow_error; the
+    │                                   message and `param` (steps.<id>) name the failing step
+    ├── WorkflowTimeout             504 workflow_error / code workflow_timeout
     ├── AuthenticationFailed        401 authentication_error
     ├── PermissionDenied            403 permission_error
     ├── ModelNotFound               404 not_found_error / code model_not_found
@@ -67,6 +79,52 @@ class ContentBlocked(InvalidRequest):
     """A guardrail refused the content; `code` names the reason (e.g. prompt_injection)."""
 
     default_code = "content_blocked"
+
+
+class InvalidArguments(InvalidRequest):
+    """Arguments that do not match a tool's or workflow's schema; `param` names the field."""
+
+    status_code = 422
+    default_code = "invalid_arguments"
+
+
+class ToolError(InvalidRequest):
+    """The tool refused its input; `code` names the reason (e.g. blocked_address)."""
+
+    default_code = "tool_error"
+
+
+class ToolFailed(AegisError):
+    status_code = 502
+    error_type = "tool_error"
+    default_code = "tool_failed"
+
+
+class ToolCrashed(ToolFailed):
+    default_code = "tool_crashed"
+
+
+class ToolTimeout(ToolFailed):
+    status_code = 504
+    default_code = "tool_timeout"
+
+
+class WorkflowStepFailed(AegisError):
+    """A workflow step failed; keeps the status and code of the step's own error."""
+
+    error_type = "workflow_error"
+
+    def __init__(self, step: str, cause: AegisError) -> None:
+        super().__init__(f"workflow step '{step}' failed: {cause.message}", param=f"steps.{step}",
+                         code=cause.code or "workflow_step_failed", headers=cause.headers)
+        self.step = step
+        self.status_code = cause.status_code
+
+
+class WorkflowTimeout(AegisError):
+    status_code = 504
+    error_type = "workflow_error"
+    default_code = "workflow_timeout"
 
 
 class AuthenticationFailed(AegisError):

@@ -2,7 +2,7 @@
 
 from deployments.tools.calculator import Calculator, calculator
 from deployments.tools.call_model import CallModel
-from deployments.tools.errors import ToolCrashed, ToolError, ToolFailed, ToolTimeout
+from serve_app.errors import ToolCrashed, ToolError, ToolFailed, ToolTimeout
 from deployments.tools.http_fetch import HttpFetch, HttpFetchSettings
 from deployments.tools.search_documents import DocumentSearch
 from deployments.tools.spec import ToolSpec, load_tool, tool_spec

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from deployments.tools.errors import ToolError
+from serve_app.errors import ToolError
 
 __all__ = ["Calculator", "calculator"]
 

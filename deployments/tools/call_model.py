@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from deployments.tools.errors import ToolError
+from serve_app.errors import InvalidArguments, ToolError
 
 __all__ = ["CallModel"]
 
@@ -45,8 +45,8 @@ class CallModel:
             temperature: 0 for deterministic answers, higher for more varied ones.
         """
         if max_tokens > self._max_tokens_limit:
-            raise ToolError(f"max_tokens must be <= {self._max_tokens_limit}, got {max_tokens}",
-                            param="max_tokens", code="invalid_tool_arguments")
+            raise InvalidArguments(f"max_tokens must be <= {self._max_tokens_limit}, got {max_tokens}",
+                                   param="arguments.max_tokens")
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": prompt}]
         request = {"model": self._model, "messages": messages, "max_tokens": max_tokens,

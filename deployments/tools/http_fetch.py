@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from deployments.tools.errors import ToolError
+from serve_app.errors import ToolError
 
 __all__ = ["HttpFetch", "HttpFetchSettings", "is_blocked_address", "resolve_host"]
 

@@ -26,9 +26,8 @@ import ray
 from pydantic import BaseModel, ConfigDict, Field
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
-from deployments.tools.errors import ToolCrashed, ToolFailed, ToolTimeout
 from deployments.tools.spec import ToolSpec
-from serve_app.errors import Overloaded, find_aegis_error
+from serve_app.errors import Overloaded, ToolCrashed, ToolFailed, ToolTimeout, find_aegis_error
 
 __all__ = ["ToolPool", "ToolPoolConfig"]
 

@@ -18,7 +18,7 @@ from deployments.tools.document_store import (
     RedisDocumentStore,
     check_collection_name,
 )
-from deployments.tools.errors import ToolError
+from serve_app.errors import ToolError
 
 __all__ = ["DocumentSearch"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from serve_app.errors import ConfigError, InvalidRequest
+from serve_app.errors import ConfigError, InvalidArguments
 
 __all__ = ["ToolSpec", "load_tool", "tool_spec"]
 
@@ -67,21 +67,19 @@ class ToolSpec:
         """Validate call arguments into the args model.
 
         Raises:
-            InvalidRequest: `param` names the first offending field.
+            InvalidArguments: 422; `param` names the first offending field (`arguments.x`).
         """
         if isinstance(arguments, BaseModel) and isinstance(arguments, self.args_model):
             return arguments
         if not isinstance(arguments, Mapping):
-            raise InvalidRequest(f"arguments of tool '{self.name}' must be a JSON object, "
-                                 f"got {type(arguments).__name__}", param="arguments",
-                                 code="invalid_tool_arguments")
+            raise InvalidArguments(f"arguments of tool '{self.name}' must be a JSON object, "
+                                   f"got {type(arguments).__name__}", param="arguments")
         try:
             return self.args_model.model_validate(dict(arguments))
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             param = ".".join(str(part) for part in first["loc"]) or "arguments"
-            raise InvalidRequest(f"{param}: {first['msg']}", param=param,
-                                 code="invalid_tool_arguments") from None
+            raise InvalidArguments(f"{param}: {first['msg']}", param=f"arguments.{param}") from None
 
     def instantiate(self) -> Callable[..., Any]:
         """The callable to invoke: the function itself, or a new instance of the class."""

@@ -10,10 +10,9 @@ import time
 import pytest
 import ray
 
-from deployments.tools.errors import ToolCrashed, ToolError, ToolTimeout
 from deployments.tools.pool import ToolPool
 from deployments.tools.spec import load_tool, tool_spec
-from serve_app.errors import InvalidRequest, Overloaded
+from serve_app.errors import InvalidRequest, Overloaded, ToolCrashed, ToolError, ToolTimeout
 
 pytestmark = pytest.mark.integration
 

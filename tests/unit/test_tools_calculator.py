@@ -7,7 +7,7 @@ import math
 import pytest
 
 from deployments.tools.calculator import Calculator, calculator
-from deployments.tools.errors import ToolError
+from serve_app.errors import ToolError
 
 
 @pytest.mark.parametrize("expression, expected", [

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from deployments.tools.call_model import CallModel
-from deployments.tools.errors import ToolError
 from deployments.tools.spec import tool_spec
-from serve_app.errors import ModelNotFound
+from serve_app.errors import InvalidArguments, ModelNotFound, ToolError
 
 
 def _local_completion(lm, served_model="smollm2"):
@@ -47,9 +46,9 @@ async def test_answers_through_the_model_with_system_and_limits(smollm2):
     assert seen[0]["messages"][0] == {"role": "system", "content": "Answer in one word."}
     assert seen[0]["model"] == "smollm2" and seen[0]["temperature"] == 0.0
 
-    with pytest.raises(ToolError) as err:
+    with pytest.raises(InvalidArguments) as err:
         await tool("hi", max_tokens=17)
-    assert err.value.param == "max_tokens"
+    assert err.value.param == "arguments.max_tokens" and err.value.status_code == 422
     assert len(seen) == 1  # refused before reaching the model
 
 

@@ -9,7 +9,7 @@ import pytest
 from pydantic import Field
 
 from deployments.tools.spec import load_tool, tool_spec
-from serve_app.errors import ConfigError, InvalidRequest
+from serve_app.errors import ConfigError, InvalidArguments
 
 
 def greet(name: str, times: Annotated[int, Field(ge=1, le=3)] = 1, loud: bool = False) -> str:
@@ -61,19 +61,20 @@ def test_schema_is_openai_function_parameters():
 async def test_validation_names_the_field_and_invoke_calls_the_function():
     spec = tool_spec(greet)
     assert await spec.invoke(greet, {"name": "ada", "times": 2}) == "hello ada hello ada"
-    with pytest.raises(InvalidRequest) as missing:
+    with pytest.raises(InvalidArguments) as missing:
         spec.validate({})
-    assert missing.value.param == "name"
-    with pytest.raises(InvalidRequest) as bad:
+    assert missing.value.param == "arguments.name"
+    with pytest.raises(InvalidArguments) as bad:
         spec.validate({"name": "ada", "times": 9})
-    assert bad.value.param == "times" and "less than or equal to 3" in bad.value.message
-    with pytest.raises(InvalidRequest) as extra:
+    assert bad.value.param == "arguments.times" and "less than or equal to 3" in bad.value.message
+    with pytest.raises(InvalidArguments) as extra:
         spec.validate({"name": "ada", "color": "red"})
-    assert extra.value.param == "color"
-    with pytest.raises(InvalidRequest) as not_object:
+    assert extra.value.param == "arguments.color"
+    with pytest.raises(InvalidArguments) as not_object:
         spec.validate(["ada"])
     assert not_object.value.param == "arguments"
-    assert bad.value.envelope()["error"]["param"] == "times"
+    assert bad.value.envelope()["error"]["param"] == "arguments.times"
+    assert bad.value.status_code == 422
 
 
 async def test_class_tool_is_instantiated_with_init_kwargs_and_awaited():
