@@ -18,6 +18,7 @@ from serve_app.generation import DecodeLoop, GenerationRequest, SamplingParams, 
 from serve_app.loading import load_causal_lm, set_cpu_threads
 from serve_app.metrics import ModelMetrics
 from serve_app.model_store import resolve_model
+from serve_app.tool_calls import TemplateSupport, render_chat_prompt
 
 logger = logging.getLogger("ray.serve")
 
@@ -52,6 +53,8 @@ class GenerativeModel:
         loaded = load_causal_lm(resolved, device=self._cfg.device, dtype=self._cfg.dtype,
                                 cache_dir=cache_dir, trust_remote_code=self._cfg.trust_remote_code)
         self._tokenizer = loaded.tokenizer
+        # Whether the chat template renders tools itself or needs the Hermes fallback.
+        self._template = TemplateSupport.probe(loaded.tokenizer)
         self._model = loaded.model
         self._device = loaded.device
         self._batching = BatchingConfig()
@@ -66,7 +69,8 @@ class GenerativeModel:
         self._stats = {"batches": 0, "cancelled_rows": 0, "max_batch_seen": 0, "steps": 0,
                        "row_steps": 0}
         self._loaded_at = time.time()
-        logger.info("model %s loaded on %s (%s)", self._cfg.name, loaded.device, loaded.dtype)
+        logger.info("model %s loaded on %s (%s); chat template renders tools: %s", self._cfg.name,
+                    loaded.device, loaded.dtype, self._template.tools)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply live batching knobs from `user_config` (validated, swapped in one assignment)."""
@@ -104,13 +108,15 @@ class GenerativeModel:
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Stream events for a chat or completion request.
 
-        `request` holds `kind` ("chat" or "completion"), `messages` or `prompts`, `n`, and the
-        sampling fields. The first event is `{"type": "start", "prompt_tokens": N}`; then
+        `request` holds `kind` ("chat" or "completion"), `messages` or `prompts`, `n`, the
+        sampling fields and, for chat with tools, `tools` and `tool_choice`. The first event is
+        `{"type": "start", "prompt_tokens": N, "prefill": str}` (`prefill`: the start of a
+        forced tool call written into the assistant turn, which the text continues); then
         `{"type": "delta", "index", "text", "finish_reason", "completion_tokens"}` events.
         Errors in the request (prompt too long, bad max_tokens) raise before the first event.
         """
         started = time.monotonic()
-        prompts = self._prompts(request)
+        prompts, prefill = self._prompts(request)
         params = self._sampling(request)
         n = int(request.get("n", 1))
         pending = [
@@ -118,7 +124,7 @@ class GenerativeModel:
             for p, ids in enumerate(prompts) for choice in range(n)]
         prompt_tokens = sum(len(ids) for ids in prompts)
         self._metrics.tokens(prompt=prompt_tokens, generated=0)
-        yield {"type": "start", "prompt_tokens": prompt_tokens}
+        yield {"type": "start", "prompt_tokens": prompt_tokens, "prefill": prefill}
 
         queue: asyncio.Queue[tuple[int, StepOutput | BaseException | None]] = asyncio.Queue()
         tasks = [asyncio.create_task(self._pump(item, queue)) for item in pending]
@@ -155,7 +161,7 @@ class GenerativeModel:
             self._metrics.latency("generate", time.monotonic() - started)
 
     async def count_tokens(self, request: dict[str, Any]) -> int:
-        return sum(len(ids) for ids in self._prompts(request))
+        return sum(len(ids) for ids in self._prompts(request)[0])
 
     # -- batching ------------------------------------------------------------------------------
 
@@ -248,10 +254,13 @@ class GenerativeModel:
 
     # -- request shaping -----------------------------------------------------------------------
 
-    def _prompts(self, request: dict[str, Any]) -> list[list[int]]:
+    def _prompts(self, request: dict[str, Any]) -> tuple[list[list[int]], str]:
+        """The token ids of each prompt, and the prefill the chat prompt ends with ("" if none)."""
+        prefill = ""
         if request["kind"] == "chat":
-            text = self._tokenizer.apply_chat_template(
-                request["messages"], add_generation_prompt=True, tokenize=False)
+            text, prefill = render_chat_prompt(
+                self._tokenizer, request["messages"], tools=request.get("tools"),
+                tool_choice=request.get("tool_choice", "auto"), support=self._template)
             prompts = [self._encode(text)]
         else:
             prompts = [self._encode(text) for text in request["prompts"]]
@@ -263,7 +272,7 @@ class GenerativeModel:
                     if request["kind"] == "chat" else "prompt", code="prompt_too_long")
             if not ids:
                 raise InvalidRequest("prompt must not be empty", param="prompt")
-        return prompts
+        return prompts, prefill
 
     def _encode(self, text: str) -> list[int]:
         # The chat template already holds the special tokens; plain prompts get none added.

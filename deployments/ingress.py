@@ -32,6 +32,7 @@ from serve_app.pipeline import RequestContext, RequestLimits, RequestPipeline
 from serve_app.protocol import (
     ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelCard, ModelList)
 from serve_app.serving import collect, embeddings_response, stream_sse
+from serve_app.tool_calls import ToolPlan, plan_tool_calls, template_messages
 
 logger = logging.getLogger("ray.serve")
 
@@ -287,11 +288,17 @@ class Ingress:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(self, body: ChatCompletionRequest, request: Request) -> Any:
-        def payload() -> dict[str, Any]:
-            return {"kind": "chat", "n": body.n, **body.sampling(),
-                    "messages": [{"role": m.role, "content": m.text()} for m in body.messages]}
+        tools = plan_tool_calls(body.tools, body.tool_choice, body.parallel_tool_calls)
 
-        return await self._generate(request, "/v1/chat/completions", body, payload, n=body.n)
+        def payload() -> dict[str, Any]:
+            fields = {"kind": "chat", "n": body.n, **body.sampling(),
+                      "messages": template_messages(body.messages)}
+            if tools is not None:
+                fields.update(tools.payload(), stop=fields["stop"] + tools.stop())
+            return fields
+
+        return await self._generate(request, "/v1/chat/completions", body, payload, n=body.n,
+                                    tools=tools)
 
     @app.post("/v1/completions")
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
@@ -322,7 +329,7 @@ class Ingress:
     # -- generation --------------------------------------------------------------------------------
 
     async def _generate(self, request: Request, route: str, body: Any,
-                        make_payload: Any, *, n: int) -> Any:
+                        make_payload: Any, *, n: int, tools: ToolPlan | None = None) -> Any:
         ctx = self._context(request, route, body)
         await self._pipeline.before(ctx)
         # Built after the checks: input redaction may have rewritten the body.
@@ -341,7 +348,7 @@ class Ingress:
 
         if not body.stream:
             result = await collect(stream, kind=kind, model=body.model, choices=n, ctx=ctx,
-                                   open_filters=open_filters)
+                                   open_filters=open_filters, tools=tools)
             await self._pipeline.finish(ctx, 200)
             return JSONResponse(result, headers=ctx.response_headers)
 
@@ -351,7 +358,7 @@ class Ingress:
             try:
                 async for line in stream_sse(stream, kind=kind, model=body.model, choices=n,
                                              include_usage=include_usage, ctx=ctx,
-                                             open_filters=open_filters):
+                                             open_filters=open_filters, tools=tools):
                     yield line
             finally:
                 try:

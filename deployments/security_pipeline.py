@@ -120,6 +120,8 @@ class SecurityGuard:
             for message in body.messages:
                 if message.content is not None:
                     message.content = clean(message.text())
+                for call in message.tool_calls or ():  # earlier calls' arguments are input too
+                    call.function.arguments = clean(call.function.arguments)
         elif hasattr(body, "prompt"):
             body.prompt = clean(body.prompt) if isinstance(body.prompt, str) else [clean(p) for p in body.prompt]
         elif hasattr(body, "input"):

@@ -6,7 +6,9 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+    model_validator)
 
 
 def new_id(prefix: str) -> str:
@@ -68,10 +70,57 @@ class ContentPart(BaseModel):
     text: str
 
 
+_MAX_TOOLS = 128
+_TOOL_CHOICE_MODES = ("none", "auto", "required")
+_FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+
+
+class FunctionDefinition(_Request):
+    name: str = Field(pattern=_FUNCTION_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDefinition(_Request):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class _FunctionName(_Request):
+    name: str = Field(pattern=_FUNCTION_NAME)
+
+
+class NamedToolChoice(_Request):
+    type: Literal["function"]
+    function: _FunctionName
+
+
+class FunctionCall(_Request):
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str  # JSON text, as OpenAI sends it; not necessarily valid JSON
+
+
+class ToolCall(_Request):
+    id: str = Field(min_length=1, max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None  # assistant turns only
+    tool_call_id: str | None = Field(None, max_length=256)  # tool turns only
+
+    @model_validator(mode="after")
+    def _tool_fields_match_role(self) -> ChatMessage:
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("tool_calls is only allowed on assistant messages")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("tool messages need the tool_call_id they answer")
+        return self
 
     def text(self) -> str:
         if self.content is None:
@@ -84,6 +133,50 @@ class ChatMessage(_Request):
 class ChatCompletionRequest(_SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    # Function calling (serve_app.tool_calls). `tools` is declared before `tool_choice` so that
+    # the latter's validator sees it; without tools, tool_choice is refused as OpenAI does.
+    tools: list[ToolDefinition] | None = Field(None, min_length=1, max_length=_MAX_TOOLS)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_names(cls, tools: list[ToolDefinition] | None) -> list[ToolDefinition] | None:
+        names = [tool.function.name for tool in tools or ()]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"function names must be unique, got {', '.join(duplicates)} twice")
+        return tools
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _choice_shape(cls, choice: Any) -> Any:
+        # Checked here so that any error names `tool_choice` itself, not a branch of the union.
+        if choice is None or isinstance(choice, NamedToolChoice) or choice in _TOOL_CHOICE_MODES:
+            return choice
+        if isinstance(choice, dict):
+            try:
+                return NamedToolChoice.model_validate(choice)
+            except ValidationError:
+                pass
+        raise ValueError('tool_choice must be "none", "auto", "required" or '
+                         '{"type": "function", "function": {"name": ...}}')
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_needs_tools(cls, choice: Any, info: ValidationInfo) -> Any:
+        if choice is None:
+            return None
+        if "tools" not in info.data:  # tools itself was invalid; that error is reported
+            return choice
+        tools = info.data["tools"]
+        if not tools:
+            raise ValueError("tool_choice is only allowed when tools are given")
+        if isinstance(choice, NamedToolChoice):
+            name = choice.function.name
+            if name not in {tool.function.name for tool in tools}:
+                raise ValueError(f"tool_choice names function {name!r}, which is not in tools")
+        return choice
 
     def sampling(self) -> dict[str, Any]:
         params = super().sampling()

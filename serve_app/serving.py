@@ -2,6 +2,8 @@
 
 The model replica yields events (`start`, then `delta`s with a choice index); these functions
 turn them into OpenAI objects or SSE lines, passing each choice's text through its filter chain.
+With tools, each choice's filtered text is parsed for tool calls once it is complete, so call
+arguments pass the same filters (output redaction) as any other text.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Literal
 from serve_app.errors import AegisError, find_aegis_error
 from serve_app.pipeline import FilterChain, RequestContext
 from serve_app.protocol import new_id
+from serve_app.tool_calls import ParsedOutput, ToolPlan, parse_tool_calls
 
 Kind = Literal["chat", "completion"]
 
@@ -32,13 +35,32 @@ def _finish(reason: str | None) -> str:
     return "length" if reason == "length" else "stop"
 
 
+def _start(event: dict[str, Any], state: dict[int, _Choice], ctx: RequestContext) -> None:
+    ctx.prompt_tokens = event["prompt_tokens"]
+    # A forced tool call's prefill was written by us into the assistant turn: the model's text
+    # continues it, so it goes in front of every choice (through the filters, like the rest).
+    prefill = event.get("prefill", "")
+    if prefill:
+        for choice in state.values():
+            choice.text.append(choice.filters.feed(prefill))
+
+
+def _parse(choice: _Choice, tools: ToolPlan) -> ParsedOutput:
+    return parse_tool_calls("".join(choice.text), tools.names, parallel=tools.parallel)
+
+
 async def collect(events: AsyncIterator[dict[str, Any]], *, kind: Kind, model: str, choices: int,
-                  ctx: RequestContext, open_filters: Callable[[], FilterChain]) -> dict[str, Any]:
-    """Consume a whole event stream into one chat.completion / text_completion object."""
+                  ctx: RequestContext, open_filters: Callable[[], FilterChain],
+                  tools: ToolPlan | None = None) -> dict[str, Any]:
+    """Consume a whole event stream into one chat.completion / text_completion object.
+
+    With `tools`, each choice's text is parsed for tool calls; a choice with calls gets
+    `message.tool_calls` and `finish_reason: "tool_calls"`.
+    """
     state = {i: _Choice(open_filters()) for i in range(choices)}
     async for event in events:
         if event["type"] == "start":
-            ctx.prompt_tokens = event["prompt_tokens"]
+            _start(event, state, ctx)
             continue
         choice = state[event["index"]]
         choice.text.append(choice.filters.feed(event["text"]))
@@ -48,9 +70,7 @@ async def collect(events: AsyncIterator[dict[str, Any]], *, kind: Kind, model: s
             ctx.completion_tokens += event["completion_tokens"]
     created = int(time.time())
     if kind == "chat":
-        body_choices = [{"index": i, "message": {"role": "assistant", "content": "".join(c.text)},
-                         "logprobs": None, "finish_reason": c.finish_reason or "stop"}
-                        for i, c in state.items()]
+        body_choices = [_chat_choice(i, c, tools) for i, c in state.items()]
         obj, prefix = "chat.completion", "chatcmpl"
     else:
         body_choices = [{"index": i, "text": "".join(c.text), "logprobs": None,
@@ -60,10 +80,39 @@ async def collect(events: AsyncIterator[dict[str, Any]], *, kind: Kind, model: s
             "choices": body_choices, "usage": usage(ctx)}
 
 
+def _chat_choice(index: int, choice: _Choice, tools: ToolPlan | None) -> dict[str, Any]:
+    finish_reason = choice.finish_reason or "stop"
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(choice.text)}
+    if tools is not None:
+        parsed = _parse(choice, tools)
+        if parsed.tool_calls:
+            message = {"role": "assistant", "content": parsed.content,
+                       "tool_calls": parsed.tool_calls}
+            finish_reason = "tool_calls"
+    return {"index": index, "message": message, "logprobs": None, "finish_reason": finish_reason}
+
+
+def _buffered_end(choice: _Choice, tools: ToolPlan,
+                  reason: str) -> tuple[str | None, list[dict[str, Any]], str]:
+    """(content, tool calls, finish reason) of a choice whose text was held back whole."""
+    choice.text.append(choice.filters.flush())
+    parsed = _parse(choice, tools)
+    if parsed.tool_calls:
+        return parsed.content, parsed.tool_calls, "tool_calls"
+    return "".join(choice.text), [], _finish(reason)
+
+
 async def stream_sse(events: AsyncIterator[dict[str, Any]], *, kind: Kind, model: str,
                      choices: int, include_usage: bool, ctx: RequestContext,
-                     open_filters: Callable[[], FilterChain]) -> AsyncIterator[str]:
+                     open_filters: Callable[[], FilterChain],
+                     tools: ToolPlan | None = None) -> AsyncIterator[str]:
     """Turn an event stream into OpenAI SSE lines, ending with `data: [DONE]`.
+
+    With `tools`, each choice's text is held until it is complete and then sent as one content
+    delta or one `tool_calls` delta, before its finish chunk. A call can only be told apart
+    from text, and its JSON validated, once it is whole; vLLM streams partial argument JSON
+    instead, which clients must then reassemble and which cannot be taken back when the JSON
+    turns out invalid. Without tools, text streams as it is made.
 
     An error after the stream began cannot change the HTTP status any more; it is sent as an
     `error` event in the OpenAI envelope and the stream ends, as OpenAI's own API does.
@@ -75,9 +124,12 @@ async def stream_sse(events: AsyncIterator[dict[str, Any]], *, kind: Kind, model
     else:
         obj, chunk_id = "text_completion", new_id("cmpl")
 
-    def chunk(index: int, text: str, finish_reason: str | None) -> str:
+    def chunk(index: int, text: str | None, finish_reason: str | None,
+              tool_calls: list[dict[str, Any]] | None = None) -> str:
         if kind == "chat":
             delta: dict[str, Any] = {"content": text}
+            if tool_calls:
+                delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(tool_calls)]
             if not state[index].started:
                 delta["role"] = "assistant"
                 state[index].started = True
@@ -95,9 +147,20 @@ async def stream_sse(events: AsyncIterator[dict[str, Any]], *, kind: Kind, model
     try:
         async for event in events:
             if event["type"] == "start":
-                ctx.prompt_tokens = event["prompt_tokens"]
+                _start(event, state, ctx)
                 continue
             index, state_ = event["index"], state[event["index"]]
+            if tools is not None:
+                state_.text.append(state_.filters.feed(event["text"]))
+                if event["finish_reason"] is not None:
+                    ctx.completion_tokens += event["completion_tokens"]
+                    content, calls, reason = _buffered_end(state_, tools, event["finish_reason"])
+                    if content:
+                        yield chunk(index, content, None)
+                    if calls:
+                        yield chunk(index, None, None, calls)
+                    yield chunk(index, "", reason)
+                continue
             text = state_.filters.feed(event["text"])
             if event["finish_reason"] is not None:
                 text += state_.filters.flush()
