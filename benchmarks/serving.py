@@ -381,7 +381,8 @@ def stop_baseline(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> dict:
+def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> dict:
+    """GET `url` until it answers 200 (its JSON), failing early if `proc` exits."""
     import httpx
 
     deadline = time.monotonic() + timeout_s
@@ -585,7 +586,7 @@ def run_aegis(levels: dict[int, list[str]], max_tokens: int, sentences: list[str
                                   "host": "127.0.0.1", "port": port})
         serve.run(build_app(args), name="aegis", route_prefix="/")
         base_url = f"http://127.0.0.1:{port}"
-        _wait_http(f"{base_url}/readyz", 600)
+        wait_http(f"{base_url}/readyz", 600)
         handle = serve.get_deployment_handle(generate.deployment_name, app_name="aegis")
 
         def batch_count() -> tuple[int, int]:
@@ -818,7 +819,7 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     proc = start_baseline(model_dir, port)
     try:
-        health = _wait_http(f"http://127.0.0.1:{port}/health", 300, proc)
+        health = wait_http(f"http://127.0.0.1:{port}/health", 300, proc)
         baseline = http_generation("baseline", f"http://127.0.0.1:{port}", "baseline", levels,
                                    settings.max_tokens, stream=False)
     finally:

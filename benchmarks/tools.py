@@ -51,6 +51,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from benchmarks.serving import stop_baseline, wait_http
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -303,31 +305,6 @@ def _start_baseline(port: int) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=ROOT)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{url}: server exited with code {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} was not ready within {timeout_s:.0f}s")
-
-
 def baseline_rows(levels: list[int], calls: int, warm_up: int) -> list[HttpRow]:
     from serve_app.local_cluster import free_port
 
@@ -335,11 +312,11 @@ def baseline_rows(levels: list[int], calls: int, warm_up: int) -> list[HttpRow]:
     proc = _start_baseline(port)
     try:
         base_url = f"http://127.0.0.1:{port}"
-        _wait_http(f"{base_url}/health", 60, proc)
+        wait_http(f"{base_url}/health", 60, proc)
         return http_rows("baseline", base_url, "/invoke", {"expression": EXPRESSION},
                          lambda answer: answer["result"], levels, calls, warm_up)
     finally:
-        _stop(proc)
+        stop_baseline(proc)
 
 
 # -- Aegis -----------------------------------------------------------------------------------------
@@ -391,7 +368,7 @@ def aegis_rows(levels: list[int], calls: int, warm_up: int,
     serve.start(http_options={**http_options, "host": "127.0.0.1", "port": port})
     serve.run(build_app(args), name="aegis", route_prefix="/")
     base_url = f"http://127.0.0.1:{port}"
-    _wait_http(f"{base_url}/readyz", 600)
+    wait_http(f"{base_url}/readyz", 600)
     headers = {"Authorization": f"Bearer {_api_key(state_dir)}"}
     path, body = "/v1/tools/calculator/invoke", {"arguments": {"expression": EXPRESSION}}
     sample = httpx.post(base_url + path, json=body, headers=headers, timeout=120).json()

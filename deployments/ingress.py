@@ -33,6 +33,10 @@ from serve_app.protocol import (
     ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelCard, ModelList)
 from serve_app.serving import collect, embeddings_response, stream_sse
 from serve_app.tool_calls import ToolPlan, plan_tool_calls, template_messages
+from serve_app.tool_serving import (
+    DocumentsAddRequest, ToolInvokeRequest, WorkflowRunRequest, arguments_digest, scope_arguments,
+    tenant_namespace, unscope_result)
+from serve_app.workflows import WorkflowRunner
 
 logger = logging.getLogger("ray.serve")
 
@@ -205,6 +209,12 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _error_response(error, _ctx_headers(request))
 
 
+def _defaults(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Default argument values from a tool's JSON schema."""
+    return {name: prop["default"] for name, prop in parameters.get("properties", {}).items()
+            if "default" in prop}
+
+
 async def _prepend(first: dict[str, Any], rest: Any) -> AsyncIterator[dict[str, Any]]:
     yield first
     async for event in rest:
@@ -236,14 +246,20 @@ class Ingress:
     """Front door of the application. Collaborators arrive through the constructor."""
 
     async def __init__(self, router: DeploymentHandle, models: dict[str, DeploymentHandle],
-                       app_config: dict[str, Any], pipeline: RequestPipeline | None = None) -> None:
+                       app_config: dict[str, Any], pipeline: RequestPipeline | None = None,
+                       tool_runner: DeploymentHandle | None = None) -> None:
         self._cfg = AppConfig.model_validate(app_config)
         self._router = router
         self._models = models
+        self._tool_runner = tool_runner
+        self._tools_cache: dict[str, dict[str, Any]] | None = None
+        self._workflows = self._cfg.load_workflows()
         settings = self._cfg.security_settings()
         # Loads the injection classifier: off the event loop so the replica stays responsive.
         self._guard: SecurityGuard = await asyncio.to_thread(build_guard, settings)
         self._guard.layer.counters.add_listener(security_event)
+        self._guard.layer.policy.set_model_aliases(
+            {alias: m.name for m in self._cfg.models for alias in m.aliases})
         self._pipeline = pipeline or RequestPipeline(
             checks=[RequestLimits(self._cfg.limits), self._guard],
             filters=[self._guard], finishers=[self._guard])
@@ -325,6 +341,154 @@ class Ingress:
                                        encoding_format=body.encoding_format)
         await self._pipeline.finish(ctx, 200)
         return JSONResponse(response, headers=ctx.response_headers)
+
+    # -- tools, documents, workflows --------------------------------------------------------------
+
+    @app.get("/v1/tools")
+    async def list_tools(self, request: Request) -> Any:
+        """The tools the caller's role may use, as OpenAI `tools[]` entries."""
+        ctx = self._context(request, "/v1/tools")
+        await self._pipeline.before(ctx)
+        tools = await self._tool_infos()
+        names = self._guard.visible_tools(ctx, list(tools))
+        data = [{"type": "function", "function": {"name": n, "description": tools[n]["description"],
+                                                  "parameters": tools[n]["parameters"]}}
+                for n in names]
+        await self._pipeline.finish(ctx, 200)
+        return JSONResponse({"object": "list", "data": data}, headers=ctx.response_headers)
+
+    @app.post("/v1/tools/{name}/invoke")
+    async def invoke_tool(self, name: str, body: ToolInvokeRequest, request: Request) -> Any:
+        ctx = self._context(request, "/v1/tools/{name}/invoke", body)
+        ctx.annotations.update(tool=name, arguments_sha256=arguments_digest(body.arguments))
+        await self._pipeline.before(ctx)
+        self._guard.authorize_tool(ctx, name)
+        result = await self._run_tool(ctx, name, body.arguments)
+        guardrails = await self._inspect_tool_output(ctx, name, result)
+        response = {"name": name, "result": self._guard.redact_value(ctx, result)}
+        if guardrails:
+            response["guardrails"] = guardrails
+        await self._pipeline.finish(ctx, 200)
+        return JSONResponse(response, headers=ctx.response_headers)
+
+    @app.get("/v1/tools/{name}/collections/{collection}")
+    async def get_collection(self, name: str, collection: str, request: Request) -> Any:
+        ctx = self._context(request, "/v1/tools/{name}/collections/{collection}")
+        ctx.annotations["tool"] = name
+        await self._pipeline.before(ctx)
+        count = await self._documents(ctx, name, "count", collection, {})
+        await self._pipeline.finish(ctx, 200)
+        return JSONResponse({"collection": collection, "count": count}, headers=ctx.response_headers)
+
+    @app.post("/v1/tools/{name}/collections/{collection}/documents")
+    async def add_documents(self, name: str, collection: str, body: DocumentsAddRequest,
+                            request: Request) -> Any:
+        ctx = self._context(request, "/v1/tools/{name}/collections/{collection}/documents", body)
+        ctx.annotations.update(tool=name, arguments_sha256=arguments_digest(body.documents))
+        await self._pipeline.before(ctx)
+        result = await self._documents(ctx, name, "add_documents", collection,
+                                       {"documents": body.documents})
+        await self._pipeline.finish(ctx, 200)
+        return JSONResponse({**result, "collection": collection}, headers=ctx.response_headers)
+
+    @app.delete("/v1/tools/{name}/collections/{collection}/documents/{document_id}")
+    async def delete_document(self, name: str, collection: str, document_id: str,
+                              request: Request) -> Any:
+        ctx = self._context(request, "/v1/tools/{name}/collections/{collection}/documents/{document_id}")
+        ctx.annotations["tool"] = name
+        await self._pipeline.before(ctx)
+        result = await self._documents(ctx, name, "delete_documents", collection,
+                                       {"ids": [document_id]})
+        if not result.get("deleted"):
+            raise NotFound(f"No document `{document_id}` in collection `{collection}`.",
+                           param="document_id", code="document_not_found")
+        await self._pipeline.finish(ctx, 200)
+        return JSONResponse({**result, "collection": collection, "id": document_id},
+                            headers=ctx.response_headers)
+
+    @app.get("/v1/workflows")
+    async def list_workflows(self, request: Request) -> Any:
+        """The workflows whose every tool the caller may use."""
+        ctx = self._context(request, "/v1/workflows")
+        await self._pipeline.before(ctx)
+        data = [spec.describe() for spec in self._workflows.values()
+                if all(self._guard.layer.policy.may_use_tool(ctx.identity, t)
+                       for t in spec.describe()["uses_tools"])]
+        await self._pipeline.finish(ctx, 200)
+        return JSONResponse({"object": "list", "data": data}, headers=ctx.response_headers)
+
+    @app.post("/v1/workflows/{name}/run")
+    async def run_workflow(self, name: str, body: WorkflowRunRequest, request: Request) -> Any:
+        ctx = self._context(request, "/v1/workflows/{name}/run", body)
+        ctx.annotations.update(workflow=name, arguments_sha256=arguments_digest(body.inputs))
+        await self._pipeline.before(ctx)
+        spec = self._workflows.get(name)
+        if spec is None:
+            raise NotFound(f"The workflow `{name}` does not exist.", param="name",
+                           code="workflow_not_found")
+        described = spec.describe()
+        # A workflow grants nothing: the caller needs every tool and model it uses.
+        for tool in described["uses_tools"]:
+            self._guard.authorize_tool(ctx, tool)
+        for model in described["uses_models"]:
+            self._guard.layer.policy.authorize(ctx.identity, "/v1/chat/completions", model)
+
+        async def call_tool(tool: str, arguments: dict[str, Any]) -> Any:
+            return await self._run_tool(ctx, tool, arguments)
+
+        async def call_model(model: str, chat: dict[str, Any]) -> dict[str, Any]:
+            answer = await _call(self._router.chat.remote(chat))
+            usage = answer.get("usage") or {}
+            ctx.prompt_tokens += int(usage.get("prompt_tokens", 0))
+            ctx.completion_tokens += int(usage.get("completion_tokens", 0))
+            return answer
+
+        async def inspect(step: str, tool: str, result: Any) -> Any:
+            guardrails = await self._inspect_tool_output(ctx, tool, result)
+            if guardrails.get("flagged"):
+                ctx.annotations.setdefault("flagged_steps", []).append(step)
+            return result
+
+        runner = WorkflowRunner(call_tool, call_model, inspect)
+        result = await runner.run(spec, body.inputs)
+        if ctx.annotations.get("flagged_steps"):
+            result["guardrails"] = {"flagged_steps": ctx.annotations["flagged_steps"]}
+        response = self._guard.redact_value(ctx, result)
+        await self._pipeline.finish(ctx, 200)
+        return JSONResponse(response, headers=ctx.response_headers)
+
+    async def _tool_infos(self) -> dict[str, dict[str, Any]]:
+        if self._tools_cache is None:
+            infos = await _call(self._tool_runner.list_tools.remote()) if self._tool_runner else []
+            self._tools_cache = {info["name"]: info for info in infos}
+        return self._tools_cache
+
+    async def _inspect_tool_output(self, ctx: RequestContext, name: str, result: Any) -> dict[str, Any]:
+        info = (await self._tool_infos()).get(name) or {}
+        return await self._guard.inspect_tool_output(ctx, name, result, info.get("untrusted_output"))
+
+    async def _run_tool(self, ctx: RequestContext, name: str, arguments: dict[str, Any]) -> Any:
+        """Invoke a tool, its tenant-scoped arguments (document collections) in the caller's namespace."""
+        info = (await self._tool_infos()).get(name)
+        if info is None:
+            raise NotFound(f"The tool `{name}` does not exist.", param="name", code="tool_not_found")
+        scoped, defaults = info["tenant_scoped_arguments"], _defaults(info["parameters"])
+        tenant = ctx.identity.tenant if ctx.identity else None
+        result = await _call(self._tool_runner.invoke.remote(
+            name, scope_arguments(arguments, scoped, tenant, defaults)))
+        return unscope_result(result, scoped, arguments, defaults)
+
+    async def _documents(self, ctx: RequestContext, name: str, method: str, collection: str,
+                         kwargs: dict[str, Any]) -> Any:
+        info = (await self._tool_infos()).get(name)
+        if info is None or method not in info["admin_methods"]:
+            raise NotFound(f"The tool `{name}` has no document collections.", param="name",
+                           code="tool_not_found")
+        self._guard.authorize_tool(ctx, name)
+        stored = tenant_namespace(ctx.identity.tenant if ctx.identity else None, collection,
+                                  "collection")
+        return await _call(self._tool_runner.call_method.remote(
+            name, method, {**kwargs, "collection": stored}))
 
     # -- generation --------------------------------------------------------------------------------
 

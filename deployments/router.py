@@ -9,7 +9,10 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.errors import InvalidRequest, ModelNotFound
+from serve_app.errors import InvalidRequest, ModelNotFound, find_aegis_error
+from serve_app.pipeline import FilterChain, RequestContext
+from serve_app.protocol import new_id
+from serve_app.serving import collect
 
 logger = logging.getLogger("ray.serve")
 
@@ -53,6 +56,36 @@ class Router:
             raise InvalidRequest(f"The model `{model}` does not support {wanted}.",
                                  param="model", code="wrong_model_task")
         return spec["deployment"]
+
+    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A non-streaming chat completion for internal callers (tools, workflows).
+
+        `body` is an OpenAI chat request (`model`, `messages`, `max_tokens`, `temperature`);
+        the answer is an OpenAI `chat.completion` object. Internal callers are already
+        authorised at the ingress, and the ingress filters what reaches the client.
+        """
+        deployment = await self.resolve(body["model"], "generate")
+        payload = {"kind": "chat", "n": 1, "messages": body["messages"],
+                   "max_tokens": body.get("max_tokens"),
+                   "temperature": float(body.get("temperature", 0.0)),
+                   "top_p": float(body.get("top_p", 1.0)), "seed": body.get("seed"),
+                   "stop": tuple(body.get("stop") or ())}
+        events = self._handles[deployment].options(stream=True).stream.remote(payload)
+        ctx = RequestContext(request_id=new_id("internal"), route="internal:chat", headers={})
+        try:
+            return await collect(events, kind="chat", model=body["model"], choices=1, ctx=ctx,
+                                 open_filters=lambda: FilterChain([]))
+        except Exception as exc:
+            raise find_aegis_error(exc) or exc from None
+
+    async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        """Embedding vectors of `texts` on `model`, for internal callers (document search)."""
+        deployment = await self.resolve(model, "embed")
+        try:
+            result = await self._handles[deployment].embed.remote(texts)
+        except Exception as exc:
+            raise find_aegis_error(exc) or exc from None
+        return result["vectors"]
 
     async def list_models(self) -> list[dict[str, Any]]:
         """Every servable name (models and aliases), for `/v1/models`."""

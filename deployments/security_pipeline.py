@@ -20,7 +20,7 @@ from typing import Any
 
 from security import AuditRecord, SecurityLayer, SecuritySettings, build_security, estimate_tokens
 from security.store import StoreUnavailable
-from serve_app.errors import ContentBlocked
+from serve_app.errors import ContentBlocked, RateLimited
 from serve_app.pipeline import RequestContext
 
 logger = logging.getLogger("ray.serve")
@@ -28,6 +28,8 @@ logger = logging.getLogger("ray.serve")
 # Routes whose text reaches a generative model: the prompt-injection scan runs on these by
 # default. Other routes (embeddings) are scanned only when `injection.route_actions` names them.
 GENERATION_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
+# The `injection.route_actions` key whose action applies to tool outputs (default: `action`).
+TOOL_OUTPUT_POLICY = "tool_output"
 BOOTSTRAP_KEY_FILE = "bootstrap-admin-key"
 _DECISIONS = {401: "unauthenticated", 403: "forbidden", 413: "too_large", 429: "rate_limited"}
 
@@ -37,9 +39,10 @@ def _texts(body: Any) -> tuple[list[dict[str, str]], list[str]]:
     messages = getattr(body, "messages", None)
     if messages is not None:
         return [{"role": m.role, "content": m.text()} for m in messages], []
-    if hasattr(body, "prompts"):
+    # Only the OpenAI bodies have these methods (a workflow body's `inputs` is a plain dict).
+    if callable(getattr(body, "prompts", None)):
         return [], body.prompts()
-    if hasattr(body, "inputs"):
+    if callable(getattr(body, "inputs", None)):
         return [], body.inputs()
     return [], []
 
@@ -73,7 +76,12 @@ class SecurityGuard:
         estimate = sum(estimate_tokens(m["content"]) + 4 for m in messages) + sum(map(estimate_tokens, texts))
         sec.input_limits.check_prompt_tokens(estimate)
         ctx.annotations["estimated_prompt_tokens"] = estimate
-        decision = await sec.limiter.admit(identity, prompt_tokens=estimate)
+        try:
+            decision = await sec.limiter.admit(identity, prompt_tokens=estimate)
+        except RateLimited as refused:
+            if refused.degraded:
+                ctx.annotations["degraded"] = True
+            raise
         ctx.response_headers.update(decision.headers())
         if decision.degraded:
             ctx.annotations["degraded"] = True
@@ -133,10 +141,79 @@ class SecurityGuard:
 
     def visible_models(self, ctx: RequestContext, ids: list[str]) -> list[str]:
         """The model ids this caller's tenant may use (all of them when no allow-list is set)."""
-        allowed = self.layer.policy.allowed_models(ctx.identity.tenant) if ctx.identity else None
-        if allowed is None or self.layer.policy.has_scope(ctx.identity, "*"):
+        policy = self.layer.policy
+        if ctx.identity is None or policy.has_scope(ctx.identity, "*"):
             return ids
-        return [i for i in ids if i in allowed]
+        return [i for i in ids if policy.model_allowed(ctx.identity.tenant, i)]
+
+    # -- tools -------------------------------------------------------------------------------------
+
+    def authorize_tool(self, ctx: RequestContext, tool: str) -> None:
+        """Raise 403 unless the caller's role may use `tool` (scope `tool:<name>` or `tool:*`)."""
+        self.layer.policy.authorize_tool(ctx.identity, tool)
+
+    def visible_tools(self, ctx: RequestContext, names: list[str]) -> list[str]:
+        return [n for n in names if self.layer.policy.may_use_tool(ctx.identity, n)]
+
+    async def inspect_tool_output(self, ctx: RequestContext, tool: str, result: Any,
+                                  text_paths: list[str] | None = None) -> dict[str, Any]:
+        """Scan a tool's output for indirect prompt injection before anything passes it to a model.
+
+        `text_paths` ("text", "results.*.text") name the fields that carry free text (an empty
+        list: none, nothing is scanned); without them (None) every string of three words or more is scanned (single words such as a finish
+        reason are not instructions, and the classifier is unreliable on them). Long texts are
+        scanned in windows, so a payload deep in a long page is seen too. The policy is `injection.route_actions["tool_output"]` (else the tenant's or the
+        default action): `block` raises, `flag` lets the result through, marked in the answer
+        and the audit record.
+
+        Returns:
+            `{"injection_score", "flagged", "reasons"}` for the response; empty when scanning is off.
+
+        Raises:
+            ContentBlocked: 400, code `indirect_prompt_injection`, when the policy blocks.
+        """
+        scanner = self.layer.scanner
+        action = scanner.action_for(TOOL_OUTPUT_POLICY, ctx.identity.tenant if ctx.identity else None)
+        found = ([t for path in text_paths for t in _strings_at(result, path.split("."))]
+                 if text_paths is not None else [t for t in _strings(result) if len(t.split()) >= 3])
+        texts = [w for text in found for w in _scan_windows(text, self.settings.injection.max_scan_chars)]
+        if action == "off" or not texts:
+            return {}
+        scan = await asyncio.to_thread(scanner.scan_texts, texts)
+        score = round(scan.score, 4)
+        ctx.annotations["injection_score"] = max(score, ctx.annotations.get("injection_score") or 0.0)
+        if not scan.is_injection:
+            return {"injection_score": score, "flagged": False}
+        why = ", ".join(scan.reasons) or "classifier"
+        if action == "block":
+            self.layer.counters.inc("tool_output_blocked")
+            ctx.annotations["reason"] = "indirect_prompt_injection"
+            raise ContentBlocked(f"The output of tool '{tool}' was blocked by the guardrail: possible "
+                                 f"indirect prompt injection ({why}).", param="result",
+                                 code="indirect_prompt_injection")
+        self.layer.counters.inc("tool_output_flagged")
+        ctx.annotations.setdefault("flagged", []).extend(f"tool_output:{r}" for r in scan.reasons or ("classifier",))
+        return {"injection_score": score, "flagged": True, "reasons": list(scan.reasons)}
+
+    def redact_value(self, ctx: RequestContext, value: Any) -> Any:
+        """`value` (any JSON) with PII and secrets redacted in every string, when output redaction is on."""
+        if not self.settings.redaction.output_enabled:
+            return value
+        redactor = self.layer.redactor(ctx.identity.tenant if ctx.identity else None)
+        counts: Counter[str] = ctx.annotations.setdefault("_value_redactions", Counter())
+
+        def walk(node: Any) -> Any:
+            if isinstance(node, str):
+                text, found = redactor.redact(node)
+                counts.update(found)
+                return text
+            if isinstance(node, dict):
+                return {k: walk(v) for k, v in node.items()}
+            if isinstance(node, (list, tuple)):
+                return [walk(v) for v in node]
+            return node
+
+        return walk(value)
 
     # -- ResponseFilter ------------------------------------------------------------------------
 
@@ -155,6 +232,7 @@ class SecurityGuard:
         redacted: Counter[str] = Counter()
         for stream in ctx.annotations.get("_redactors", ()):
             redacted.update(stream.counts)
+        redacted.update(ctx.annotations.get("_value_redactions", {}))
         for entity, n in redacted.items():
             sec.counters.inc(f"redacted_{entity}", n)
         if identity is not None:
@@ -164,7 +242,7 @@ class SecurityGuard:
         reason = ctx.annotations.get("reason") or ctx.annotations.get("stream_error")
         if status_code < 400:
             decision = "flagged" if ctx.annotations.get("flagged") else "allowed"
-        elif reason == "prompt_injection":
+        elif reason in ("prompt_injection", "indirect_prompt_injection"):
             decision = "blocked"
         else:
             decision = _DECISIONS.get(status_code, "error")
@@ -179,7 +257,39 @@ class SecurityGuard:
             prompt_tokens=ctx.prompt_tokens, completion_tokens=ctx.completion_tokens,
             latency_ms=round((time.monotonic() - ctx.started_at) * 1000, 2),
             degraded=bool(ctx.annotations.get("degraded")),
+            tool=ctx.annotations.get("tool"), workflow=ctx.annotations.get("workflow"),
+            arguments_sha256=ctx.annotations.get("arguments_sha256"),
             prompt_text=ctx.annotations.get("prompt_text")))
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _strings_at(value: Any, path: list[str]) -> list[str]:
+    """The strings at a dotted path of a JSON value; `*` stands for every item of a list."""
+    if not path:
+        return [value] if isinstance(value, str) else _strings(value)
+    head, rest = path[0], path[1:]
+    if head == "*" and isinstance(value, list):
+        return [s for item in value for s in _strings_at(item, rest)]
+    if isinstance(value, dict) and head in value:
+        return _strings_at(value[head], rest)
+    return []
+
+
+def _scan_windows(text: str, size: int) -> list[str]:
+    """`text` in overlapping windows of `size` chars, so a payload across a boundary is seen whole."""
+    if len(text) <= size:
+        return [text]
+    step = max(1, size - size // 8)
+    return [text[i:i + size] for i in range(0, len(text) - size // 8, step)]
 
 
 def build_guard(settings: SecuritySettings) -> SecurityGuard:

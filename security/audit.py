@@ -43,6 +43,10 @@ class AuditRecord:
     latency_ms: float = 0.0
     degraded: bool = False
     prompt_text: str | None = None
+    # Tool and workflow calls: which one ran, and a digest of its arguments (never the values).
+    tool: str | None = None
+    workflow: str | None = None
+    arguments_sha256: str | None = None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}

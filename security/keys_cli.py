@@ -14,6 +14,9 @@ from security.store import build_store
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m serve_app keys", description="Manage Aegis API keys.")
+    parser.add_argument("--config", help="a Serve config (e.g. cluster/serve_config.yaml): use the "
+                        "`security:` settings of its application (state_dir, roles) over the environment")
+    parser.add_argument("--app", help="the application in --config (default: the first)")
     sub = parser.add_subparsers(dest="command", required=True)
     create = sub.add_parser("create", help="create a key and print it once")
     create.add_argument("--role", required=True)
@@ -24,8 +27,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_overrides(path: str, app: str | None) -> dict:
+    """The `security:` mapping of one application in a Serve config file.
+
+    Raises:
+        ValueError: unreadable file, or no such application.
+    """
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = yaml.safe_load(handle) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    apps = config.get("applications") or []
+    chosen = next((a for a in apps if app is None or a.get("name") == app), None)
+    if chosen is None:
+        raise ValueError(f"{path} has no application {app!r}" if app else f"{path} has no applications")
+    return dict((chosen.get("args") or {}).get("security") or {})
+
+
 async def _run(args: argparse.Namespace, out, err) -> int:
-    settings = load_security_settings()
+    try:
+        overrides = _config_overrides(args.config, args.app) if args.config else {}
+        settings = load_security_settings(**overrides)
+    except ValueError as exc:  # ConfigError is a ValueError too
+        print(f"error: {exc}", file=err)
+        return 2
     from security.rbac import Policy
 
     store = build_store(settings)
@@ -62,7 +90,8 @@ def main(argv: list[str] | None = None, out=None, err=None) -> int:
     """Run the keys CLI; returns the process exit code.
 
     The store is Redis when `REDIS_URL` / `AEGIS_REDIS_URL` is set, else the embedded store's file
-    `<AEGIS_STATE_DIR>/store.json` (default `.aegis/store.json`), which the cluster's store actor
+    `<state_dir>/store.json` (`security.state_dir` of `--config`'s application, else
+    `AEGIS_STATE_DIR`, default `.aegis`), which the cluster's store actor
     re-reads when it changes, so a key created or revoked here is live on the next request.
     """
     args = _parser().parse_args(argv)

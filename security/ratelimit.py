@@ -129,11 +129,15 @@ class RateLimiter:
             policy, worst = max(denied, key=lambda pr: pr[1].retry_after_ms)
             decision = RateDecision(False, worst.limit, worst.remaining, math.ceil(worst.reset_ms / 1000), worst.retry_after_ms / 1000, policy, degraded)
             self.counters.inc(f"ratelimit_denied_{policy}")
-            raise RateLimited(
+            error = RateLimited(
                 f"Rate limit exceeded ({policy}); retry after {decision.headers()['Retry-After']} s.",
                 retry_after_s=decision.retry_after_s,
                 headers=decision.headers(),
             )
+            # A refusal by the local fallback limiter is marked too: the audit must show that
+            # this decision was not the cluster-wide one.
+            error.degraded = degraded
+            raise error
         # Report the request bucket closest to empty: what a client pacing itself needs to see.
         candidates = [(p, r) for p, r in zip(policies, results) if p.endswith("requests")] or list(zip(policies, results))
         policy, best = min(candidates, key=lambda pr: pr[1].remaining / max(pr[1].limit, 1))

@@ -21,6 +21,16 @@ class Policy:
         self._exact = {r: s for r, s in settings.route_scopes.items() if not any(c in r for c in "*?[")}
         self._patterns = [(r, s) for r, s in settings.route_scopes.items() if any(c in r for c in "*?[")]
         self._tenant_models = {t: frozenset(m) for t, m in settings.tenant_models.items()}
+        self._canonical: dict[str, str] = {}
+
+    def set_model_aliases(self, aliases: dict[str, str]) -> None:
+        """Alias → model name, so a tenant allowed a model may use it by any of its aliases."""
+        self._canonical = dict(aliases)
+
+    def model_allowed(self, tenant: str, model: str) -> bool:
+        """Whether the tenant's allow-list (if any) names the model or the model an alias stands for."""
+        allowed = self._tenant_models.get(tenant)
+        return allowed is None or model in allowed or self._canonical.get(model, model) in allowed
 
     @property
     def roles(self) -> frozenset[str]:
@@ -39,9 +49,15 @@ class Policy:
         scopes = self._role_scopes.get(identity.role, frozenset())
         return "*" in scopes or scope in scopes
 
-    def allowed_models(self, tenant: str) -> frozenset[str] | None:
-        """Models a tenant may use; None means all (used to filter /v1/models)."""
-        return self._tenant_models.get(tenant)
+    def may_use_tool(self, identity: Identity, tool: str) -> bool:
+        """Whether the role has `tool:<name>` (or `tool:*`)."""
+        return self.has_scope(identity, f"tool:{tool}") or self.has_scope(identity, "tool:*")
+
+    def authorize_tool(self, identity: Identity, tool: str) -> None:
+        """Raises PermissionDenied (403) unless the role may use `tool`."""
+        if not self.may_use_tool(identity, tool):
+            raise PermissionDenied(f"Role '{identity.role}' may not use tool '{tool}'.",
+                                   param="name", code="tool_not_allowed")
 
     def authorize(self, identity: Identity, route: str, model: str | None = None) -> None:
         """Allow the call or raise.
@@ -58,8 +74,7 @@ class Policy:
         if not self.has_scope(identity, scope):
             raise PermissionDenied(f"Role '{identity.role}' lacks scope '{scope}' for {route}.")
         if model is not None:
-            allowed = self._tenant_models.get(identity.tenant)
-            if allowed is not None and model not in allowed and not self.has_scope(identity, "*"):
+            if not self.model_allowed(identity.tenant, model) and not self.has_scope(identity, "*"):
                 raise PermissionDenied(
                     f"Tenant '{identity.tenant}' may not use model '{model}'.", param="model", code="model_not_allowed"
                 )

@@ -67,15 +67,20 @@ class AuthSettings(BaseModel):
     )
 
 
+_USER_TOOL_SCOPES = ("tools:read", "tools:invoke", "workflows:run", "documents:read",
+                     "tool:calculator", "tool:search_documents", "tool:call_model")
+
+
 class RBACSettings(BaseModel):
     """Role → scopes, route → scope, tenant → allowed models."""
 
     role_scopes: dict[str, list[str]] = Field(
         default_factory=lambda: {
             "admin": ["*"],
-            "user": ["inference", "models:read"],
-            "trainer": ["inference", "models:read", "training"],
-            "readonly": ["models:read"],
+            # Tools: `tool:<name>` per tool; http_fetch reaches the network, so only admins by default.
+            "user": ["inference", "models:read", *_USER_TOOL_SCOPES],
+            "trainer": ["inference", "models:read", "training", *_USER_TOOL_SCOPES, "documents:write"],
+            "readonly": ["models:read", "tools:read"],
         }
     )
     route_scopes: dict[str, str] = Field(
@@ -86,6 +91,15 @@ class RBACSettings(BaseModel):
             "/v1/models": "models:read",
             "/admin/*": "admin",
             "/v1/training/*": "training",
+            # Tool and workflow routes, by their templates; each tool also needs `tool:<name>`
+            # and a workflow needs the scopes of every tool it uses.
+            "/v1/tools": "tools:read",
+            "/v1/tools/{name}/invoke": "tools:invoke",
+            "/v1/tools/{name}/collections/{collection}": "documents:read",
+            "/v1/tools/{name}/collections/{collection}/documents": "documents:write",
+            "/v1/tools/{name}/collections/{collection}/documents/{document_id}": "documents:write",
+            "/v1/workflows": "tools:read",
+            "/v1/workflows/{name}/run": "workflows:run",
         }
     )
     # Tenant → model ids it may use; a tenant absent from the map may use every model.

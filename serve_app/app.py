@@ -46,8 +46,14 @@ def build_from_config(config: AppConfig) -> Application:
                               "deployment": model.deployment_name}
 
     router = Router.options(**config.router.to_serve_options()).bind(routes, handles)
+    tool_runner = None
+    if config.tools:
+        from deployments.tool_runner import ToolRunner
+
+        tool_runner = ToolRunner.options(**config.tool_runner.to_serve_options()).bind(
+            {name: tool.model_dump(mode="json") for name, tool in config.tools.items()}, router)
     return Ingress.options(**config.ingress.to_serve_options()).bind(
-        router, handles, config.model_dump(mode="json"))
+        router, handles, config.model_dump(mode="json"), tool_runner=tool_runner)
 
 
 def _code_version(model: ModelConfig) -> str:

@@ -7,6 +7,7 @@ start-up; a bad value fails with a message that names the field (for example
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from pathlib import Path
@@ -172,6 +173,37 @@ class LimitsConfig(_Strict):
     ready_timeout_s: float = Field(10.0, gt=0)
 
 
+class ToolConfig(_Strict):
+    """One agent tool: a callable or class by import path (or a built-in's name), run in its own actors.
+
+    `pool` holds the actors' resources and limits (`deployments.tools.pool.ToolPoolConfig`:
+    num_cpus, num_gpus, memory_bytes, pool_size, max_concurrency, max_queued_calls, timeout_s,
+    cancel_grace_s, max_restarts), validated at start-up.
+    """
+
+    # "package.module:attribute", or a built-in: calculator, http_fetch, search_documents, call_model.
+    path: str
+    description: str | None = None
+    init_kwargs: dict[str, Any] = Field(default_factory=dict)
+    pool: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("pool")
+    @classmethod
+    def _valid_pool(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from deployments.tools.pool import ToolPoolConfig
+
+        try:
+            ToolPoolConfig.model_validate(value)
+        except ValidationError as exc:
+            raise ValueError(format_validation_error(exc, prefix="pool")) from None
+        return value
+
+    def import_path(self) -> str:
+        from deployments.tools.builtins import BUILTIN_TOOLS
+
+        return BUILTIN_TOOLS.get(self.path, self.path)
+
+
 class AppConfig(_Strict):
     """`applications[].args` of the Aegis Serve application."""
 
@@ -179,6 +211,10 @@ class AppConfig(_Strict):
     limits: LimitsConfig = LimitsConfig()
     ingress: DeploymentOptions = DeploymentOptions(max_ongoing_requests=256, max_queued_requests=-1)
     router: DeploymentOptions = DeploymentOptions(max_ongoing_requests=1024, max_queued_requests=-1)
+    # The deployment that owns the tool pools; the tools' own actors take `tools.*.pool` resources.
+    tool_runner: DeploymentOptions = DeploymentOptions(
+        max_ongoing_requests=1024, max_queued_requests=-1,
+        ray_actor_options=ActorOptions(num_cpus=0.05))
     # Converted (dequantized GGUF) and downloaded (s3://) weights are cached here.
     model_cache_dir: str = Field(default_factory=lambda: os.environ.get(
         "AEGIS_MODEL_CACHE_DIR", str(Path.home() / ".cache" / "aegis" / "models")))
@@ -186,6 +222,34 @@ class AppConfig(_Strict):
     # AEGIS_* environment. Auth, rate limits, injection blocking, redaction and audit are on
     # unless turned off here or in the environment.
     security: dict[str, Any] = Field(default_factory=dict)
+    # Agent tools by name (`GET /v1/tools`), each in its own Ray actors; empty: no tool routes.
+    tools: dict[str, ToolConfig] = Field(default_factory=dict)
+    # Workflows (`serve_app.workflows`), inline and/or from a YAML file with a `workflows:` mapping
+    # (a relative path is read from the working directory, as Serve's import_path is).
+    workflows: dict[str, Any] = Field(default_factory=dict)
+    workflows_file: str | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _valid_tools(cls, value: dict[str, ToolConfig]) -> dict[str, ToolConfig]:
+        from deployments.tools.spec import load_tool
+
+        for name, tool in value.items():
+            if not re.match(r"^[A-Za-z0-9_-]{1,64}$", name):
+                raise ValueError(f"tool name must match ^[A-Za-z0-9_-]{{1,64}}$, got {name!r}")
+            # Importing the target here turns a typo in a path into a start-up error.
+            try:
+                spec = load_tool(tool.import_path(), name=name, description=tool.description)
+            except ConfigError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+            if tool.init_kwargs and not spec.is_class:
+                raise ValueError(f"{name}: init_kwargs are only for class tools")
+            if spec.is_class:
+                try:  # the Router handle is injected at run time, so it may be missing here
+                    inspect.signature(spec.target).bind_partial(**tool.init_kwargs)
+                except TypeError as exc:
+                    raise ValueError(f"{name}.init_kwargs: {exc}") from None
+        return value
 
     @field_validator("security")
     @classmethod
@@ -203,6 +267,30 @@ class AppConfig(_Strict):
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _valid_workflows(self) -> AppConfig:
+        if not (self.workflows or self.workflows_file):
+            return self
+        from serve_app.workflows import check_workflows
+
+        models = {name for m in self.models if m.task == "generate" for name in (m.name, *m.aliases)}
+        try:
+            check_workflows(self.load_workflows(), set(self.tools), models)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def load_workflows(self) -> dict[str, Any]:
+        """The configured workflows (`serve_app.workflows.WorkflowSpec` by name)."""
+        from serve_app.workflows import load_workflows
+
+        path = self.workflows_file
+        if path and not Path(path).is_absolute() and not Path(path).exists():
+            # Replicas do not always start in the directory `serve deploy` ran from.
+            bundled = Path(__file__).resolve().parent.parent / path
+            path = str(bundled) if bundled.exists() else path
+        return load_workflows(self.workflows or None, path)
 
     def security_settings(self) -> Any:
         """The validated `SecuritySettings`: the environment, overridden by `security:`."""

@@ -160,6 +160,8 @@ class RateLimited(_RetryableError):
     status_code = 429
     error_type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
+    # True when the local fail-open limiter refused it (the shared store was down).
+    degraded: bool = False
 
 
 class Overloaded(_RetryableError):

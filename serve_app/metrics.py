@@ -96,3 +96,24 @@ def security_event(name: str, amount: int = 1) -> None:
     """Listener for `security.Counters`: one Prometheus series per event name."""
     if amount > 0:
         _security_events().inc(amount, {"event": name})
+
+
+@cache
+def _tool_instruments() -> tuple[Any, Any]:
+    from ray.util import metrics
+
+    calls = metrics.Counter(
+        "aegis_tool_calls_total", "Tool calls run by the ToolRunner, by tool and outcome "
+        "(ok, or the error code: tool_timeout, tool_crashed, invalid_arguments, ...).",
+        tag_keys=("tool", "outcome"))
+    latency = metrics.Histogram(
+        "aegis_tool_call_latency_s", "Seconds from a tool call's arrival at the ToolRunner to its result.",
+        boundaries=_LATENCY_BOUNDARIES_S, tag_keys=("tool",))
+    return calls, latency
+
+
+def tool_call(tool: str, outcome: str, seconds: float) -> None:
+    """Count one tool call and observe its latency."""
+    calls, latency = _tool_instruments()
+    calls.inc(1, {"tool": tool, "outcome": outcome})
+    latency.observe(seconds, {"tool": tool})

@@ -530,7 +530,9 @@ def _unresolved(ref: _Ref, detail: str) -> AegisError:
     if ref.root == "inputs":
         # An object or array input without the expected shape is the caller's mistake.
         return InvalidArguments(message, param=f"inputs.{ref.name}")
-    return AegisError(message, code="unresolved_reference")
+    # An earlier step's result lacks what the workflow expects: an upstream answer of an
+    # unexpected shape (502), not a server bug.
+    return ToolFailed(message, code="unresolved_reference")
 
 
 def _as_text(value: Any) -> str:

@@ -62,6 +62,22 @@ def with_state_dir(args: dict, state_dir) -> dict:
     return {**args, "security": security}
 
 
+def with_local_tools(args: dict, state_dir) -> dict:
+    """App args whose tools stay on this machine: documents under `state_dir`, and http_fetch
+    allowed to reach 127.0.0.1 (where tests run their own HTTP servers) besides its allowlist."""
+    tools = {name: {**tool} for name, tool in args.get("tools", {}).items()}
+    if "search_documents" in tools:
+        tools["search_documents"]["init_kwargs"] = {
+            **tools["search_documents"].get("init_kwargs", {}), "directory": str(state_dir / "documents")}
+    if "http_fetch" in tools:
+        settings = dict(tools["http_fetch"].get("init_kwargs", {}).get("settings", {}))
+        # 127.0.0.2 is allowed by name but outside the exempt network: SSRF refusal over HTTP.
+        settings["allowed_hosts"] = [*settings.get("allowed_hosts", []), "127.0.0.1", "127.0.0.2"]
+        settings["allowed_private_networks"] = ["127.0.0.1/32"]
+        tools["http_fetch"]["init_kwargs"] = {"settings": settings}
+    return {**args, "tools": tools}
+
+
 def create_key(state_dir, role: str = "user", tenant: str = "tests", **settings) -> str:
     """An API key made through `KeyStore` in the store an app with this state dir uses; the plaintext.
 
@@ -98,8 +114,8 @@ def default_app(serve_http: str, default_state_dir) -> str:
 
     from serve_app.app import build_app
 
-    serve.run(build_app(with_state_dir(default_app_args(), default_state_dir)), name="aegis",
-              route_prefix="/")
+    args = with_local_tools(with_state_dir(default_app_args(), default_state_dir), default_state_dir)
+    serve.run(build_app(args), name="aegis", route_prefix="/")
     yield serve_http
     serve.delete("aegis")
 

@@ -35,6 +35,10 @@ class Calculator:
     nodes, the size of an exponent, and the magnitude of every intermediate result.
     """
 
+    # Free-text output fields to scan for indirect prompt injection: none (a number and the
+    # caller's own expression).
+    untrusted_output: tuple[str, ...] = ()
+
     def __init__(self, *, max_expression_chars: int = 1000, max_nodes: int = 200,
                  max_exponent: float = 1000.0, max_magnitude: float = 1e100) -> None:
         for label, value in (("max_expression_chars", max_expression_chars),

@@ -20,7 +20,7 @@ from serve_app.errors import ToolError
 __all__ = ["Collection", "Document", "DocumentStore", "FileDocumentStore", "RedisDocumentStore",
            "check_collection_name"]
 
-_COLLECTION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_COLLECTION_RE = re.compile(r"^[A-Za-z0-9_-]{1,96}$")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
 from deployments.tools.spec import ToolSpec
-from serve_app.errors import Overloaded, ToolCrashed, ToolFailed, ToolTimeout, find_aegis_error
+from serve_app.errors import (
+    Overloaded, ToolCrashed, ToolError, ToolFailed, ToolTimeout, find_aegis_error)
 
 __all__ = ["ToolPool", "ToolPoolConfig"]
 
@@ -81,6 +82,12 @@ class _ToolActor:
                 await work
             raise
 
+    async def method(self, name: str, kwargs: dict[str, Any]) -> Any:
+        """Run one of the tool's declared `admin_methods` (e.g. add_documents), nothing else."""
+        if name not in getattr(self._instance, "admin_methods", ()):
+            raise ToolError(f"tool '{self._spec.name}' has no method '{name}'", code="unknown_method")
+        return await getattr(self._instance, name)(**kwargs)
+
     async def pid(self) -> int:
         return os.getpid()
 
@@ -128,6 +135,13 @@ class ToolPool:
             Overloaded: every actor busy and `max_queued_calls` calls already waiting.
         """
         payload = self.spec.validate(arguments).model_dump(mode="python")
+        return await self._run(lambda actor: actor.call.remote(payload))
+
+    async def call_method(self, name: str, kwargs: dict[str, Any]) -> Any:
+        """Run a declared admin method of the tool (document management) under the same limits."""
+        return await self._run(lambda actor: actor.method.remote(name, kwargs))
+
+    async def _run(self, submit: Any) -> Any:
         capacity = self.config.pool_size * self.config.max_concurrency
         if self.in_flight >= capacity + self.config.max_queued_calls:
             raise Overloaded(f"tool '{self.spec.name}' is at capacity; retry later")
@@ -135,7 +149,7 @@ class ToolPool:
         actor = self._actors[index]
         self._in_flight[index] += 1
         try:
-            ref = actor.call.remote(payload)
+            ref = submit(actor)
             result = _future(ref)
             try:
                 return await asyncio.wait_for(asyncio.shield(result), self.config.timeout_s)

@@ -8,9 +8,10 @@ from security.redaction.recognizers import find_spans
 from security.settings import REDACTION_TYPES, RedactionSettings
 
 # A value split across two chunks is caught when it fits in the tail held back (128 chars: every
-# e-mail, phone, card, IBAN and common API key). Longer ones (JWTs, private keys) are caught
-# when they arrive within one window; private-key blocks are held until their END line. The
-# cost is latency: a stream runs ~128 chars behind the model.
+# e-mail, phone, card, IBAN and common API key). Emitted text is cut only at whitespace, so a
+# longer token without spaces (a JWT) is held whole until it is complete, however it is split;
+# private-key blocks are held until their END line. The cost is latency: a stream runs ~128
+# chars behind the model (more while a long unbroken token is arriving).
 _HOLDBACK_CHARS = 128
 _PEM_BEGIN = "-----BEGIN"
 

@@ -12,7 +12,7 @@ import ray
 
 from deployments.tools.pool import ToolPool
 from deployments.tools.spec import load_tool, tool_spec
-from serve_app.errors import InvalidRequest, Overloaded, ToolCrashed, ToolError, ToolTimeout
+from serve_app.errors import InvalidArguments, Overloaded, ToolCrashed, ToolError, ToolTimeout
 
 pytestmark = pytest.mark.integration
 
@@ -91,9 +91,9 @@ async def test_results_and_the_concurrency_limit(ray_session):
         report = await _settles(asyncio.wrap_future(gauge.report.remote().future()))
         assert len(report["peak"]) == 2
         assert set(report["peak"].values()) == {2}  # each actor reached its limit, never passed it
-        with pytest.raises(InvalidRequest) as err:
+        with pytest.raises(InvalidArguments) as err:
             await pool.invoke({"x": "not a number"})
-        assert err.value.param == "x"
+        assert err.value.param == "arguments.x" and err.value.status_code == 422
     finally:
         pool.shutdown()
 

@@ -70,3 +70,22 @@ async def test_cli_and_running_store_share_the_file(tmp_path, monkeypatch):
     err = io.StringIO()
     assert await asyncio.to_thread(keys_cli.main, ["revoke", "nope"], io.StringIO(), err) == 1
     assert "no key with id" in err.getvalue()
+
+
+async def test_cli_reads_the_store_location_from_a_serve_config(tmp_path, monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("AEGIS_STATE_DIR", raising=False)
+    state = tmp_path / "state"
+    config = tmp_path / "serve.yaml"
+    config.write_text(f"applications:\n  - name: aegis\n    args:\n      security: {{state_dir: '{state}'}}\n")
+    out = io.StringIO()
+    args = ["--config", str(config), "create", "--role", "user", "--tenant", "acme"]
+    assert await asyncio.to_thread(keys_cli.main, args, out) == 0
+    plaintext = out.getvalue().split("store it now): ")[1].strip()
+    assert (await KeyStore(EmbeddedStore(state / "store.json"), b"", ROLES).verify(plaintext)) is not None
+    err = io.StringIO()
+    assert await asyncio.to_thread(keys_cli.main, ["--config", str(config), "--app", "other", "list"],
+                                   io.StringIO(), err) == 2
+    assert "no application 'other'" in err.getvalue()
+    assert await asyncio.to_thread(keys_cli.main, ["--config", str(tmp_path / "missing.yaml"), "list"],
+                                   io.StringIO(), err) == 2

@@ -64,3 +64,14 @@ async def test_store_file_is_private(layer, tmp_path):
     await layer.keys.create("user", "acme")
     mode = stat.S_IMODE(os.stat(tmp_path / "store.json").st_mode)
     assert mode == 0o600
+
+
+async def test_tenant_model_allow_list_covers_aliases(layer):
+    _, user_key = await layer.keys.create("user", "acme")
+    identity = await layer.authenticator.authenticate(f"Bearer {user_key}")
+    with pytest.raises(PermissionDenied):
+        layer.policy.authorize(identity, "/v1/chat/completions", "tiny")
+    layer.policy.set_model_aliases({"tiny": "small-chat", "huge": "big-chat"})
+    layer.policy.authorize(identity, "/v1/chat/completions", "tiny")  # an alias of an allowed model
+    with pytest.raises(PermissionDenied):
+        layer.policy.authorize(identity, "/v1/chat/completions", "huge")

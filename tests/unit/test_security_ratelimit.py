@@ -112,8 +112,9 @@ async def test_fail_open_uses_a_local_limiter_that_still_limits():
     decision = await limiter.admit(ALICE)
     assert decision.allowed and decision.degraded
     await limiter.admit(ALICE)
-    with pytest.raises(RateLimited):
+    with pytest.raises(RateLimited) as refused:
         await limiter.admit(ALICE)
+    assert refused.value.degraded  # the local limiter refused it: the audit says so
     assert limiter.counters.get("ratelimit_fail_open") == 3
     assert limiter.counters.get("ratelimit_store_unavailable") == 3
 

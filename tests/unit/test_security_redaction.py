@@ -96,3 +96,14 @@ def test_private_key_block_is_held_until_complete():
     emitted = "".join(stream.feed(line + "\n") for line in ("here it is:\n" + key + "\ndone").split("\n"))
     emitted += stream.flush()
     assert "QUJD" not in emitted and "[PRIVATE_KEY]" in emitted
+
+
+@pytest.mark.parametrize("chunk_chars", [1, 7, 129, 300])
+def test_secret_longer_than_the_holdback_is_caught_in_any_chunking(chunk_chars):
+    # 600+ characters without whitespace: the stream cuts only at whitespace, so the whole token
+    # is held until it is complete, however it is split.
+    jwt = "eyJhbGciOiJSUzI1NiJ9." + "eyJzdWIiOi" + "x" * 300 + "." + "s" * 300
+    text = "Here is the token " + jwt + " and some text after it. " * 3
+    out, counts = _stream([text[i:i + chunk_chars] for i in range(0, len(text), chunk_chars)])
+    assert jwt[:30] not in out and out == ALL.redact(text)[0]
+    assert counts == {"JWT": 1}

@@ -366,6 +366,7 @@ async def test_a_missing_path_in_a_result_fails_the_step_that_uses_it():
     with pytest.raises(WorkflowStepFailed) as err:
         await Fakes(echo=echo).runner().run(spec, {})
     assert err.value.step == "b" and err.value.code == "unresolved_reference"
+    assert err.value.status_code == 502  # an upstream result of the wrong shape, never a 500
     assert "steps.a has no 'results'" in err.value.message
 
 
