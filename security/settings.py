@@ -79,7 +79,8 @@ class RBACSettings(BaseModel):
             "admin": ["*"],
             # Tools: `tool:<name>` per tool; http_fetch reaches the network, so only admins by default.
             "user": ["inference", "models:read", *_USER_TOOL_SCOPES],
-            "trainer": ["inference", "models:read", "training", *_USER_TOOL_SCOPES, "documents:write"],
+            "trainer": ["inference", "models:read", "training", *_USER_TOOL_SCOPES, "documents:write",
+                        "tool:index_document"],
             "readonly": ["models:read", "tools:read"],
         }
     )

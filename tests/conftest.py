@@ -66,9 +66,10 @@ def with_local_tools(args: dict, state_dir) -> dict:
     """App args whose tools stay on this machine: documents under `state_dir`, and http_fetch
     allowed to reach 127.0.0.1 (where tests run their own HTTP servers) besides its allowlist."""
     tools = {name: {**tool} for name, tool in args.get("tools", {}).items()}
-    if "search_documents" in tools:
-        tools["search_documents"]["init_kwargs"] = {
-            **tools["search_documents"].get("init_kwargs", {}), "directory": str(state_dir / "documents")}
+    for name in ("search_documents", "index_document"):  # one document store, under state_dir
+        if name in tools:
+            tools[name]["init_kwargs"] = {**tools[name].get("init_kwargs", {}),
+                                          "directory": str(state_dir / "documents")}
     if "http_fetch" in tools:
         settings = dict(tools["http_fetch"].get("init_kwargs", {}).get("settings", {}))
         # 127.0.0.2 is allowed by name but outside the exempt network: SSRF refusal over HTTP.

@@ -80,7 +80,7 @@ def _error(response: httpx.Response) -> dict:
 def test_tool_list_follows_the_callers_role(default_app, make_key, user, admin):
     names = lambda client: {t["function"]["name"] for t in client.get("/v1/tools").json()["data"]}  # noqa: E731
     assert names(user) == {"calculator", "search_documents", "call_model"}
-    assert names(admin) == {"calculator", "search_documents", "call_model", "http_fetch"}
+    assert names(admin) == {"calculator", "search_documents", "call_model", "http_fetch", "index_document"}
     with _http(default_app, make_key("readonly", "acme")) as readonly:
         assert names(readonly) == set()
     calculator = next(t for t in user.get("/v1/tools").json()["data"]
@@ -238,6 +238,20 @@ def test_fetch_workflow_runs_its_fetches_and_names_a_failing_step(user, admin, p
     error = _error(failing)
     assert error["param"].startswith("steps.") and "workflow step" in error["message"]
     assert error["code"] == "host_not_allowed"
+
+
+def test_fetch_index_answer_reads_a_page_into_passages_and_answers_from_them(admin, pages):
+    run = admin.post("/v1/workflows/fetch_index_answer/run", json={"inputs": {
+        "url": f"{pages}/ray", "question": "What is Ray Serve?", "collection": "pages"}})
+    assert run.status_code == 200, run.text
+    body = run.json()
+    indexed = body["steps"]["index"]["result"]
+    assert (indexed["collection"], indexed["passages"], indexed["count"]) == ("pages", 1, 1)
+    # Output redaction covers workflow results too: the test server's IP address is masked.
+    assert indexed["document_id"] == f"{pages}/ray".replace("127.0.0.1", "[IP_ADDRESS]")
+    assert body["output"]["sources"] == [indexed["document_id"] + "#0"]
+    assert body["output"]["passages_indexed"] == 1 and isinstance(body["output"]["answer"], str)
+    assert admin.get("/v1/tools/search_documents/collections/pages").json()["count"] == 1
 
 
 def _fetch_inputs(admin: httpx.Client, first: str, second: str) -> dict:

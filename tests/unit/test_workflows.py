@@ -415,9 +415,9 @@ def _default_model_names():
 
 async def test_the_example_workflows_load_check_and_run_on_fakes():
     workflows = load_workflows(file=ROOT / "cluster" / "workflows.yaml")
-    assert sorted(workflows) == ["fetch_and_summarize", "rag_answer"]
-    check_workflows(workflows, {"calculator", "http_fetch", "search_documents", "call_model"},
-                    _default_model_names())
+    assert sorted(workflows) == ["fetch_and_summarize", "fetch_index_answer", "rag_answer"]
+    config = yaml.safe_load((ROOT / "cluster" / "serve_config.yaml").read_text())
+    check_workflows(workflows, set(config["applications"][0]["args"]["tools"]), _default_model_names())
 
     pages = {"https://a.example/": "alpha " * 1000, "https://b.example/": "beta"}
 
