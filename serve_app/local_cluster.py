@@ -30,6 +30,9 @@ class LocalRayCluster:
     dashboard_url: str        # "http://127.0.0.1:PORT", for JobSubmissionClient / serve deploy
     metrics_export_port: int  # Prometheus text of this node's metrics, Serve's and Aegis's
     temp_dir: Path
+    # The Ray Client server is the one process of the head whose command line does not name
+    # temp_dir; it is found by its port instead.
+    client_server_port: int | None = None
 
     def env(self) -> dict[str, str]:
         """Environment for a subprocess (`ray job submit`, `serve deploy`) aimed at this cluster."""
@@ -53,6 +56,7 @@ def start_local_cluster(*, port: int | None = None, dashboard_port: int | None =
     port = port or free_port()
     dashboard_port = dashboard_port or free_port()
     metrics_export_port = metrics_export_port or free_port()
+    client_server_port = free_port()
     cmd = [
         ray_bin, "start", "--head",
         f"--port={port}",
@@ -62,7 +66,7 @@ def start_local_cluster(*, port: int | None = None, dashboard_port: int | None =
         f"--dashboard-port={dashboard_port}",
         f"--dashboard-agent-listen-port={free_port()}",
         f"--dashboard-agent-grpc-port={free_port()}",
-        f"--ray-client-server-port={free_port()}",
+        f"--ray-client-server-port={client_server_port}",
         f"--metrics-export-port={metrics_export_port}",
         f"--runtime-env-agent-port={free_port()}",
         f"--temp-dir={temp_dir}",
@@ -73,7 +77,7 @@ def start_local_cluster(*, port: int | None = None, dashboard_port: int | None =
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
         # A half-started head (GCS up, dashboard failed) would otherwise outlive us.
-        _stop_processes(temp_dir)
+        _stop_processes(temp_dir, client_server_port)
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise RuntimeError(f"`ray start` failed:\n{result.stdout}\n{result.stderr}")
     cluster = LocalRayCluster(
@@ -81,6 +85,7 @@ def start_local_cluster(*, port: int | None = None, dashboard_port: int | None =
         dashboard_url=f"http://127.0.0.1:{dashboard_port}",
         metrics_export_port=metrics_export_port,
         temp_dir=temp_dir,
+        client_server_port=client_server_port,
     )
     _wait_for_dashboard(cluster.dashboard_url)
     return cluster
@@ -104,16 +109,20 @@ def stop_local_cluster(cluster: LocalRayCluster) -> None:
     `ray stop` would stop every Ray cluster of this user, other sessions' included; each
     process of ours names our temp dir on its command line, so those are the ones stopped.
     """
-    _stop_processes(cluster.temp_dir)
+    _stop_processes(cluster.temp_dir, cluster.client_server_port)
     shutil.rmtree(cluster.temp_dir, ignore_errors=True)
 
 
-def _stop_processes(temp_dir: Path) -> None:
-    subprocess.run(["pkill", "-TERM", "-f", str(temp_dir)], check=False)
+def _stop_processes(temp_dir: Path, client_server_port: int | None = None) -> None:
+    patterns = [str(temp_dir)]
+    if client_server_port is not None:
+        patterns.append(f"ray.util.client.server .*--port={client_server_port}( |$)")
+    for pattern in patterns:
+        subprocess.run(["pkill", "-TERM", "-f", pattern], check=False)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        alive = subprocess.run(["pgrep", "-f", str(temp_dir)], capture_output=True)
-        if alive.returncode != 0:
+        if all(subprocess.run(["pgrep", "-f", p], capture_output=True).returncode != 0 for p in patterns):
             break
         time.sleep(0.5)
-    subprocess.run(["pkill", "-KILL", "-f", str(temp_dir)], check=False)
+    for pattern in patterns:
+        subprocess.run(["pkill", "-KILL", "-f", pattern], check=False)
