@@ -23,7 +23,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deployments.security_pipeline import SecurityGuard, bootstrap_admin_key, build_guard
+from deployments.security_pipeline import SecurityGuard, bootstrap_admin_key, build_guard, strings_in
 from serve_app.config import AppConfig
 from serve_app.errors import (
     AegisError, InvalidRequest, NotFound, Overloaded, PayloadTooLarge, find_aegis_error)
@@ -363,6 +363,9 @@ class Ingress:
         ctx.annotations.update(tool=name, arguments_sha256=arguments_digest(body.arguments))
         await self._pipeline.before(ctx)
         self._guard.authorize_tool(ctx, name)
+        info = (await self._tool_infos()).get(name) or {}
+        await self._guard.scan_model_inputs(ctx, [
+            v for a in info.get("model_input_arguments", ()) if isinstance(v := body.arguments.get(a), str)])
         result = await self._run_tool(ctx, name, body.arguments)
         guardrails = await self._inspect_tool_output(ctx, name, result)
         response = {"name": name, "result": self._guard.redact_value(ctx, result)}
@@ -432,6 +435,9 @@ class Ingress:
             self._guard.authorize_tool(ctx, tool)
         for model in described["uses_models"]:
             self._guard.layer.policy.authorize(ctx.identity, "/v1/chat/completions", model)
+        if described["uses_models"] or "call_model" in described["uses_tools"]:
+            # The caller's inputs end up in a model's prompt: scanned like a chat message.
+            await self._guard.scan_model_inputs(ctx, strings_in(body.inputs))
 
         async def call_tool(tool: str, arguments: dict[str, Any]) -> Any:
             return await self._run_tool(ctx, tool, arguments)

@@ -91,10 +91,19 @@ class SecurityGuard:
         if self.settings.audit.include_prompt_text:
             ctx.annotations["prompt_text"] = "\n".join([m["content"] for m in messages] + texts)
 
-    async def _scan(self, ctx: RequestContext, messages: list[dict[str, str]], texts: list[str]) -> None:
+    async def scan_model_inputs(self, ctx: RequestContext, texts: list[str]) -> None:
+        """Scan caller text that a tool or workflow will put in front of a model (direct injection).
+
+        Same policy as the chat routes: `injection.route_actions[<route template>]`, else the
+        tenant's or the default action.
+        """
+        await self._scan(ctx, [], [t for t in texts if t], always=True)
+
+    async def _scan(self, ctx: RequestContext, messages: list[dict[str, str]], texts: list[str],
+                    always: bool = False) -> None:
         scanner = self.layer.scanner
         configured = ctx.route in self.settings.injection.route_actions
-        if ctx.route not in GENERATION_ROUTES and not configured:
+        if ctx.route not in GENERATION_ROUTES and not configured and not always:
             return
         action = scanner.action_for(ctx.route, ctx.identity.tenant)
         if action == "off" or not (messages or texts):
@@ -175,7 +184,7 @@ class SecurityGuard:
         scanner = self.layer.scanner
         action = scanner.action_for(TOOL_OUTPUT_POLICY, ctx.identity.tenant if ctx.identity else None)
         found = ([t for path in text_paths for t in _strings_at(result, path.split("."))]
-                 if text_paths is not None else [t for t in _strings(result) if len(t.split()) >= 3])
+                 if text_paths is not None else [t for t in strings_in(result) if len(t.split()) >= 3])
         texts = [w for text in found for w in _scan_windows(text, self.settings.injection.max_scan_chars)]
         if action == "off" or not texts:
             return {}
@@ -262,20 +271,21 @@ class SecurityGuard:
             prompt_text=ctx.annotations.get("prompt_text")))
 
 
-def _strings(value: Any) -> list[str]:
+def strings_in(value: Any) -> list[str]:
+    """Every string inside a JSON value (dicts, lists), depth first."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
+        return [s for v in value.values() for s in strings_in(v)]
     if isinstance(value, (list, tuple)):
-        return [s for v in value for s in _strings(v)]
+        return [s for v in value for s in strings_in(v)]
     return []
 
 
 def _strings_at(value: Any, path: list[str]) -> list[str]:
     """The strings at a dotted path of a JSON value; `*` stands for every item of a list."""
     if not path:
-        return [value] if isinstance(value, str) else _strings(value)
+        return [value] if isinstance(value, str) else strings_in(value)
     head, rest = path[0], path[1:]
     if head == "*" and isinstance(value, list):
         return [s for item in value for s in _strings_at(item, rest)]
@@ -344,4 +354,4 @@ def take_bootstrap_key(settings: SecuritySettings) -> str | None:
     return key or None
 
 
-__all__ = ["SecurityGuard", "bootstrap_admin_key", "build_guard", "take_bootstrap_key"]
+__all__ = ["SecurityGuard", "bootstrap_admin_key", "build_guard", "strings_in", "take_bootstrap_key"]

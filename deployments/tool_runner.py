@@ -59,6 +59,7 @@ class ToolRunner:
                  "parameters": pool.spec.parameters,
                  "tenant_scoped_arguments": list(getattr(pool.spec.target, "tenant_scoped_arguments", ())),
                  "admin_methods": list(getattr(pool.spec.target, "admin_methods", ())),
+                 "model_input_arguments": list(getattr(pool.spec.target, "model_input_arguments", ())),
                  # None: the tool did not say, so the ingress scans every sentence-like string.
                  "untrusted_output": _optional_list(getattr(pool.spec.target, "untrusted_output", None))}
                 for name, pool in self._pools.items()]

@@ -122,6 +122,8 @@ class CallModelTool(CallModel):
 
     needs_router = True
     untrusted_output = ("content",)
+    # Caller text placed in front of the model: the ingress scans it like a chat message.
+    model_input_arguments = ("prompt", "system")
 
     def __init__(self, router: Any, *, model: str = "smollm2-135m-instruct",
                  max_tokens_limit: int = 512) -> None:

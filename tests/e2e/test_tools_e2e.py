@@ -194,6 +194,9 @@ def test_call_model_tool_asks_the_served_model(user):
     assert "paris" in answer.json()["result"]["content"].lower()
     too_long = user.post("/v1/tools/call_model/invoke", json={"arguments": {"prompt": "hi", "max_tokens": 4000}})
     assert too_long.status_code == 422 and _error(too_long)["param"] == "arguments.max_tokens"
+    # The prompt goes to a model: it is scanned like a chat message before the tool runs.
+    attack = user.post("/v1/tools/call_model/invoke", json={"arguments": {"prompt": INJECTION}})
+    assert attack.status_code == 400 and _error(attack)["code"] == "prompt_injection"
 
 
 def test_workflows_are_listed_by_what_the_caller_may_use(user, admin):
@@ -214,6 +217,8 @@ def test_rag_workflow_answers_from_the_tenants_documents(default_app, make_key):
         assert body["steps"]["search"]["result"]["results"][0]["id"] == "paris"
         assert "paris" in json.dumps(body["output"]).lower()
 
+        attack = trainer.post("/v1/workflows/rag_answer/run", json={"inputs": {"question": INJECTION}})
+        assert attack.status_code == 400 and _error(attack)["code"] == "prompt_injection"
         missing = trainer.post("/v1/workflows/rag_answer/run", json={"inputs": {}})
         assert missing.status_code == 422 and _error(missing)["param"] == "inputs.question"
         unknown = trainer.post("/v1/workflows/nope/run", json={"inputs": {}})
