@@ -237,6 +237,11 @@ class AppConfig(_Strict):
         for name, tool in value.items():
             if not re.match(r"^[A-Za-z0-9_-]{1,64}$", name):
                 raise ValueError(f"tool name must match ^[A-Za-z0-9_-]{{1,64}}$, got {name!r}")
+            from deployments.tools.builtins import BUILTIN_TOOLS
+
+            if ":" not in tool.path and tool.path not in BUILTIN_TOOLS:
+                raise ValueError(f"{name}.path: {tool.path!r} is neither a built-in tool "
+                                 f"({', '.join(sorted(BUILTIN_TOOLS))}) nor 'package.module:attribute'")
             # Importing the target here turns a typo in a path into a start-up error.
             try:
                 spec = load_tool(tool.import_path(), name=name, description=tool.description)

@@ -85,3 +85,31 @@ def test_check_config_cli_exit_codes(tmp_path, capsys):
     assert "Traceback" not in err
     with pytest.raises(ConfigError, match="no such file"):
         check_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("tools, message", [
+    ({"calc": {"path": "calculater"}}, "'calculater' is neither a built-in tool"),
+    ({"calc": {"path": "deployments.tools.calculator:nope"}}, "has no attribute 'nope'"),
+    ({"calc": {"path": "calculator", "pool": {"max_concurrency": 0}}}, "pool.max_concurrency"),
+    ({"calc": {"path": "calculator", "init_kwargs": {"max_nodez": 3}}}, "calc.init_kwargs"),
+    ({"calc": {"path": "deployments.tools.calculator:calculator", "init_kwargs": {"a": 1}}},
+     "init_kwargs are only for class tools"),
+    ({"bad name": {"path": "calculator"}}, "tool name must match"),
+    ({"calc": {"path": "calculator", "timeout_s": 3}}, "args.tools.calc.timeout_s"),  # belongs in pool
+])
+def test_bad_tools_fail_at_start_naming_the_tool(tools, message):
+    with pytest.raises(ConfigError) as err:
+        load_app_config({**_args(), "tools": tools})
+    assert message in str(err.value)
+
+
+def test_workflows_must_use_configured_tools_and_models():
+    step = {"id": "a", "tool": "calculator", "arguments": {"expression": "1+1"}}
+    ok = load_app_config({**_args(), "tools": {"calculator": {"path": "calculator"}},
+                          "workflows": {"w": {"steps": [step]}}})
+    assert list(ok.load_workflows()) == ["w"]
+    with pytest.raises(ConfigError, match="unknown tool 'calculator'"):
+        load_app_config({**_args(), "workflows": {"w": {"steps": [step]}}})
+    model_step = {"id": "b", "model": "nope", "prompt": "hi"}
+    with pytest.raises(ConfigError, match="nope"):
+        load_app_config({**_args(), "workflows": {"w": {"steps": [model_step]}}})
