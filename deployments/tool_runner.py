@@ -50,6 +50,18 @@ class ToolRunner:
         # the deployment now rather than the first call.
         await asyncio.gather(*(pool.ready(_READY_TIMEOUT_S) for pool in self._pools.values()))
 
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Live knobs per tool, `{name: {timeout_s, cancel_grace_s, max_queued_calls}}`.
+
+        Everything is validated before any pool changes, so a bad value leaves every tool as it was.
+        """
+        unknown = set(user_config) - set(self._pools)
+        if unknown:
+            raise ValueError(f"user_config names tools that are not configured: {sorted(unknown)}")
+        tuned = {name: self._pools[name].tuned(live) for name, live in user_config.items()}
+        for name, config in tuned.items():
+            self._pools[name].config = config  # one assignment: a call sees old or new, never a mix
+
     async def check_health(self) -> None:
         await asyncio.gather(*(pool.ready(30.0) for pool in self._pools.values()))
 

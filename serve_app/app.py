@@ -50,8 +50,17 @@ def build_from_config(config: AppConfig) -> Application:
     if config.tools:
         from deployments.tool_runner import ToolRunner
 
-        tool_runner = ToolRunner.options(**config.tool_runner.to_serve_options()).bind(
-            {name: tool.model_dump(mode="json") for name, tool in config.tools.items()}, router)
+        from deployments.tools.pool import LIVE_POOL_FIELDS
+
+        # Live pool knobs go in user_config (reconfigure, actors keep running); the rest in the
+        # constructor arguments, so changing them restarts the tool's actors.
+        live = {name: {k: v for k, v in tool.pool.items() if k in LIVE_POOL_FIELDS}
+                for name, tool in config.tools.items()}
+        built = {name: {**tool.model_dump(mode="json"),
+                        "pool": {k: v for k, v in tool.pool.items() if k not in LIVE_POOL_FIELDS}}
+                 for name, tool in config.tools.items()}
+        tool_runner = ToolRunner.options(user_config=live,
+                                         **config.tool_runner.to_serve_options()).bind(built, router)
     return Ingress.options(**config.ingress.to_serve_options()).bind(
         router, handles, config.model_dump(mode="json"), tool_runner=tool_runner)
 

@@ -30,7 +30,7 @@ from deployments.tools.spec import ToolSpec
 from serve_app.errors import (
     Overloaded, ToolCrashed, ToolError, ToolFailed, ToolTimeout, find_aegis_error)
 
-__all__ = ["ToolPool", "ToolPoolConfig"]
+__all__ = ["LIVE_POOL_FIELDS", "ToolPool", "ToolPoolConfig"]
 
 logger = logging.getLogger("ray.serve")
 
@@ -54,6 +54,10 @@ class ToolPoolConfig(BaseModel):
     cancel_grace_s: float = Field(2.0, gt=0)
     # Restarts of one actor after crashes or kills (-1: unlimited).
     max_restarts: int = Field(3, ge=-1)
+
+
+# Read at every call, so they can change while the pool runs (ToolRunner.reconfigure).
+LIVE_POOL_FIELDS = ("timeout_s", "cancel_grace_s", "max_queued_calls")
 
 
 class _ToolActor:
@@ -113,6 +117,21 @@ class ToolPool:
         self._actors = [actor_class.remote(spec, self.config.max_concurrency)
                         for _ in range(self.config.pool_size)]
         self._in_flight = [0] * self.config.pool_size
+
+    def tuned(self, live: dict[str, Any]) -> ToolPoolConfig:
+        """This pool's config with new values of the live knobs; assign it to `config` to apply.
+
+        Live knobs (timeout_s, cancel_grace_s, max_queued_calls) are read at every call, so a
+        new config takes effect on the next call without restarting actors.
+
+        Raises:
+            ValueError: a knob that is not live, or an invalid value.
+        """
+        unknown = set(live) - set(LIVE_POOL_FIELDS)
+        if unknown:
+            raise ValueError(f"tool '{self.spec.name}': only {', '.join(LIVE_POOL_FIELDS)} change "
+                             f"without a restart, got {sorted(unknown)}")
+        return ToolPoolConfig.model_validate({**self.config.model_dump(), **live})
 
     @property
     def in_flight(self) -> int:

@@ -146,3 +146,22 @@ async def test_a_tools_own_refusal_comes_back_as_itself(ray_session):
         assert err.value.code == "math_error" and err.value.param == "expression"
     finally:
         pool.shutdown()
+
+
+async def test_live_knobs_change_without_restarting_actors(ray_session):
+    gauge = Gauge.remote()
+    pool = ToolPool(tool_spec(Sleeper, init_kwargs={"gauge": gauge}), {**SMALL, "timeout_s": 30.0})
+    try:
+        (pid,) = await _settles(pool.ready())
+        assert (await _settles(pool.invoke({"x": 1, "sleep_s": 1.5})))["double"] == 2
+        pool.config = pool.tuned({"timeout_s": 0.5})
+        with pytest.raises(ToolTimeout) as err:
+            await _settles(pool.invoke({"x": 1, "sleep_s": 1.5}))
+        assert "0.5 s" in err.value.message
+        assert (await _settles(pool.invoke({"x": 2})))["pid"] == pid  # same actor throughout
+        with pytest.raises(ValueError, match="without a restart"):
+            pool.tuned({"pool_size": 4})
+        with pytest.raises(ValueError):
+            pool.tuned({"timeout_s": -1})
+    finally:
+        pool.shutdown()
