@@ -7,12 +7,13 @@ from collections import Counter
 from security.redaction.recognizers import find_spans
 from security.settings import REDACTION_TYPES, RedactionSettings
 
-# A value split across two chunks is caught when it fits in the tail held back (128 chars: every
-# e-mail, phone, card, IBAN and common API key). Emitted text is cut only at whitespace, so a
-# longer token without spaces (a JWT) is held whole until it is complete, however it is split;
-# private-key blocks are held until their END line. The cost is latency: a stream runs ~128
-# chars behind the model (more while a long unbroken token is arriving).
-_HOLDBACK_CHARS = 128
+# Emitted text is cut only at whitespace and never inside a recognised value, so a value without
+# spaces (e-mail, API key, JWT) is held whole until it is complete, however it is split. Values
+# that contain spaces could be cut between their parts before they are recognisable; the tail
+# held back covers the longest of them (an IBAN in groups of four: 43 chars; a card with
+# separators: 37; a phone number: under 25). Private-key blocks are held until their END line.
+# The cost is latency: the first text of a stream waits until ~64 chars have been generated.
+_HOLDBACK_CHARS = 64
 _PEM_BEGIN = "-----BEGIN"
 
 

@@ -107,3 +107,17 @@ def test_secret_longer_than_the_holdback_is_caught_in_any_chunking(chunk_chars):
     out, counts = _stream([text[i:i + chunk_chars] for i in range(0, len(text), chunk_chars)])
     assert jwt[:30] not in out and out == ALL.redact(text)[0]
     assert counts == {"JWT": 1}
+
+
+@pytest.mark.parametrize("value, entity", [
+    ("GB82 WEST 1234 5698 7654 32", "IBAN"),
+    ("MT84 MALT 0110 0001 2345 MTLC AST0 01S", "IBAN"),  # 31 characters, the longest format
+    ("4111 1111 1111 1111", "CREDIT_CARD"),
+    ("+44 20 7946 0958", "PHONE"),
+])
+def test_values_with_spaces_are_caught_wherever_the_stream_splits_them(value, entity):
+    text = "Here are the details you asked for: " + value + " and that is all for now, thanks."
+    for cut in range(1, len(text)):
+        out, counts = _stream([text[:cut], text[cut:]])
+        assert out == ALL.redact(text)[0], cut
+        assert counts == {entity: 1}, cut
