@@ -537,7 +537,7 @@ def _cache_dir() -> Path:
     return Path(load_app_config(_serve_config()["applications"][0]["args"]).model_cache_dir)
 
 
-def _api_key(state_dir: Path) -> str:
+def api_key(state_dir: Path) -> str:
     """A user key made with the keys CLI in the store the app uses (its state dir)."""
     import io
 
@@ -593,7 +593,7 @@ def run_aegis(levels: dict[int, list[str]], max_tokens: int, sentences: list[str
             info = handle.info.remote().result()
             return info["steps"], info["row_steps"]
 
-        headers = {"Authorization": f"Bearer {_api_key(state_dir)}"}
+        headers = {"Authorization": f"Bearer {api_key(state_dir)}"}
         gen = http_generation("aegis", base_url, generate.name, levels, max_tokens, stream=True,
                               batch_stats=batch_count, headers=headers)
         emb = http_embeddings(base_url, embed.name, sentences, embed_concurrency, headers)

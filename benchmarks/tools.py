@@ -51,7 +51,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from benchmarks.serving import stop_baseline, wait_http
+from benchmarks.serving import api_key, stop_baseline, wait_http
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -338,19 +338,6 @@ def aegis_args(state_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return args, dict(config.get("http_options") or {})
 
 
-def _api_key(state_dir: Path) -> str:
-    """A user key made with the keys CLI in the store the app uses (its state dir)."""
-    import io
-
-    from security.keys_cli import main as keys_main
-
-    out = io.StringIO()
-    os.environ["AEGIS_STATE_DIR"] = str(state_dir)
-    if keys_main(["create", "--role", "user", "--tenant", "benchmark"], out=out) != 0:
-        raise RuntimeError(f"could not create an API key: {out.getvalue()}")
-    return out.getvalue().rsplit(": ", 1)[-1].strip()
-
-
 def aegis_rows(levels: list[int], calls: int, warm_up: int,
                state_dir: Path) -> tuple[list[HttpRow], dict[str, Any]]:
     """Deploy the app on the connected Ray cluster and drive its tool route over HTTP.
@@ -369,7 +356,7 @@ def aegis_rows(levels: list[int], calls: int, warm_up: int,
     serve.run(build_app(args), name="aegis", route_prefix="/")
     base_url = f"http://127.0.0.1:{port}"
     wait_http(f"{base_url}/readyz", 600)
-    headers = {"Authorization": f"Bearer {_api_key(state_dir)}"}
+    headers = {"Authorization": f"Bearer {api_key(state_dir)}"}
     path, body = "/v1/tools/calculator/invoke", {"arguments": {"expression": EXPRESSION}}
     sample = httpx.post(base_url + path, json=body, headers=headers, timeout=120).json()
     rows = http_rows("aegis", base_url, path, body, lambda answer: answer["result"], levels,
