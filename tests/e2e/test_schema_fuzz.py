@@ -62,8 +62,9 @@ def test_fuzzed_requests_never_get_a_5xx(fuzz_schema, fuzz_target):
         examples = 80 if operation.path in ("/v1/chat/completions", "/v1/completions") else 20
 
         # No shrinking: a failure is reported as found, so the test stays bounded in time.
+        # Derandomized: the same cases every run, so CI cannot pass or fail by the draw.
         @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
-                  suppress_health_check=list(HealthCheck))
+                  derandomize=True, suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy())
         def call(case) -> None:
             # Half the cases name a served model, so fuzzed fields reach the replicas too.
