@@ -363,11 +363,11 @@ class Ingress:
         ctx.annotations.update(tool=name, arguments_sha256=arguments_digest(body.arguments))
         await self._pipeline.before(ctx)
         self._guard.authorize_tool(ctx, name)
-        info = (await self._tool_infos()).get(name) or {}
+        info = await self._tool_info(name)
         await self._guard.scan_model_inputs(ctx, [
-            v for a in info.get("model_input_arguments", ()) if isinstance(v := body.arguments.get(a), str)])
-        result = await self._run_tool(ctx, name, body.arguments)
-        guardrails = await self._inspect_tool_output(ctx, name, result)
+            v for a in info["model_input_arguments"] if isinstance(v := body.arguments.get(a), str)])
+        result = await self._run_tool(ctx, info, body.arguments)
+        guardrails = await self._inspect_tool_output(ctx, info, result)
         response = {"name": name, "result": self._guard.redact_value(ctx, result)}
         if guardrails:
             response["guardrails"] = guardrails
@@ -415,8 +415,7 @@ class Ingress:
         ctx = self._context(request, "/v1/workflows")
         await self._pipeline.before(ctx)
         data = [spec.describe() for spec in self._workflows.values()
-                if all(self._guard.layer.policy.may_use_tool(ctx.identity, t)
-                       for t in spec.describe()["uses_tools"])]
+                if all(self._guard.layer.policy.may_use_tool(ctx.identity, t) for t in spec.uses_tools)]
         await self._pipeline.finish(ctx, 200)
         return JSONResponse({"object": "list", "data": data}, headers=ctx.response_headers)
 
@@ -429,18 +428,18 @@ class Ingress:
         if spec is None:
             raise NotFound(f"The workflow `{name}` does not exist.", param="name",
                            code="workflow_not_found")
-        described = spec.describe()
         # A workflow grants nothing: the caller needs every tool and model it uses.
-        for tool in described["uses_tools"]:
+        for tool in spec.uses_tools:
             self._guard.authorize_tool(ctx, tool)
-        for model in described["uses_models"]:
+        for model in spec.uses_models:
             self._guard.layer.policy.authorize(ctx.identity, "/v1/chat/completions", model)
-        if described["uses_models"] or "call_model" in described["uses_tools"]:
+        tools = {tool: await self._tool_info(tool) for tool in spec.uses_tools}
+        if spec.uses_models or any(info["model_input_arguments"] for info in tools.values()):
             # The caller's inputs end up in a model's prompt: scanned like a chat message.
             await self._guard.scan_model_inputs(ctx, strings_in(body.inputs))
 
         async def call_tool(tool: str, arguments: dict[str, Any]) -> Any:
-            return await self._run_tool(ctx, tool, arguments)
+            return await self._run_tool(ctx, tools[tool], arguments)
 
         async def call_model(model: str, chat: dict[str, Any]) -> dict[str, Any]:
             answer = await _call(self._router.chat.remote(chat))
@@ -450,7 +449,7 @@ class Ingress:
             return answer
 
         async def inspect(step: str, tool: str, result: Any) -> Any:
-            guardrails = await self._inspect_tool_output(ctx, tool, result)
+            guardrails = await self._inspect_tool_output(ctx, tools[tool], result)
             if guardrails.get("flagged"):
                 ctx.annotations.setdefault("flagged_steps", []).append(step)
             return result
@@ -469,19 +468,23 @@ class Ingress:
             self._tools_cache = {info["name"]: info for info in infos}
         return self._tools_cache
 
-    async def _inspect_tool_output(self, ctx: RequestContext, name: str, result: Any) -> dict[str, Any]:
-        info = (await self._tool_infos()).get(name) or {}
-        return await self._guard.inspect_tool_output(ctx, name, result, info.get("untrusted_output"))
-
-    async def _run_tool(self, ctx: RequestContext, name: str, arguments: dict[str, Any]) -> Any:
-        """Invoke a tool, its tenant-scoped arguments (document collections) in the caller's namespace."""
+    async def _tool_info(self, name: str) -> dict[str, Any]:
+        """What the ToolRunner says of tool `name` (`ToolRunner.list_tools`), or 404."""
         info = (await self._tool_infos()).get(name)
         if info is None:
             raise NotFound(f"The tool `{name}` does not exist.", param="name", code="tool_not_found")
+        return info
+
+    async def _inspect_tool_output(self, ctx: RequestContext, info: dict[str, Any],
+                                   result: Any) -> dict[str, Any]:
+        return await self._guard.inspect_tool_output(ctx, info["name"], result, info["untrusted_output"])
+
+    async def _run_tool(self, ctx: RequestContext, info: dict[str, Any], arguments: dict[str, Any]) -> Any:
+        """Invoke a tool, its tenant-scoped arguments (document collections) in the caller's namespace."""
         scoped, defaults = info["tenant_scoped_arguments"], _defaults(info["parameters"])
         tenant = ctx.identity.tenant if ctx.identity else None
         result = await _call(self._tool_runner.invoke.remote(
-            name, scope_arguments(arguments, scoped, tenant, defaults)))
+            info["name"], scope_arguments(arguments, scoped, tenant, defaults)))
         return unscope_result(result, scoped, arguments, defaults)
 
     async def _documents(self, ctx: RequestContext, name: str, method: str, collection: str,

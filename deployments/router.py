@@ -11,8 +11,9 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.errors import InvalidRequest, ModelNotFound, find_aegis_error
 from serve_app.pipeline import FilterChain, RequestContext
-from serve_app.protocol import new_id
+from serve_app.protocol import ChatCompletionRequest, new_id
 from serve_app.serving import collect
+from serve_app.tool_calls import template_messages
 
 logger = logging.getLogger("ray.serve")
 
@@ -64,16 +65,16 @@ class Router:
         the answer is an OpenAI `chat.completion` object. Internal callers are already
         authorised at the ingress, and the ingress filters what reaches the client.
         """
-        deployment = await self.resolve(body["model"], "generate")
-        payload = {"kind": "chat", "n": 1, "messages": body["messages"],
-                   "max_tokens": body.get("max_tokens"),
-                   "temperature": float(body.get("temperature", 0.0)),
-                   "top_p": float(body.get("top_p", 1.0)), "seed": body.get("seed"),
-                   "stop": tuple(body.get("stop") or ())}
+        # Internal callers build valid bodies; a ValidationError here is a bug, reported as such.
+        chat = ChatCompletionRequest.model_validate(body)
+        deployment = await self.resolve(chat.model, "generate")
+        # The same request the ingress builds for /v1/chat/completions (one choice, no tools).
+        payload = {"kind": "chat", "n": 1, **chat.sampling(),
+                   "messages": template_messages(chat.messages)}
         events = self._handles[deployment].options(stream=True).stream.remote(payload)
         ctx = RequestContext(request_id=new_id("internal"), route="internal:chat", headers={})
         try:
-            return await collect(events, kind="chat", model=body["model"], choices=1, ctx=ctx,
+            return await collect(events, kind="chat", model=chat.model, choices=1, ctx=ctx,
                                  open_filters=lambda: FilterChain([]))
         except Exception as exc:
             raise find_aegis_error(exc) or exc from None

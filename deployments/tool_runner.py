@@ -8,6 +8,7 @@ and restarts (`deployments.tools.pool`), so a slow or hostile tool cannot starve
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -39,12 +40,10 @@ class ToolRunner:
         self._pools: dict[str, ToolPool] = {}
         for name, raw in tools.items():
             config = ToolConfig.model_validate(raw)
-            init_kwargs = dict(config.init_kwargs)
-            spec = load_tool(config.import_path(), name=name, description=config.description)
-            if getattr(spec.target, "needs_router", False):
-                init_kwargs["router"] = router
             spec = load_tool(config.import_path(), name=name, description=config.description,
-                             init_kwargs=init_kwargs)
+                             init_kwargs=config.init_kwargs)
+            if getattr(spec.target, "needs_router", False):
+                spec = dataclasses.replace(spec, init_kwargs={**spec.init_kwargs, "router": router})
             self._pools[name] = ToolPool(spec, config.pool)
         # A tool whose actors cannot start (a bad init_kwarg, no room for its resources) fails
         # the deployment now rather than the first call.

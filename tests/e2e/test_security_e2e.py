@@ -8,8 +8,6 @@ import re
 import stat
 import subprocess
 import sys
-import time
-import urllib.request
 
 import httpx
 import openai
@@ -17,6 +15,7 @@ import pytest
 
 from deployments.security_pipeline import BOOTSTRAP_KEY_FILE, take_bootstrap_key
 from security import load_security_settings
+from tests.conftest import prometheus_text
 from tests.e2e.audit_log import audit as _audit
 from tests.e2e.audit_log import audit_for as _audit_for
 
@@ -110,11 +109,7 @@ def test_rate_limited_client_gets_429_with_headers(default_app, default_state_di
     records = _audit_for(default_state_dir, headers["x-request-id"])
     assert [r["decision"] for r in records] == ["rate_limited"]
     # The denial is counted in Prometheus through Ray's metrics export.
-    url = f"http://127.0.0.1:{ray_cluster.metrics_export_port}/metrics"
-    deadline, text = time.monotonic() + 90, ""
-    while time.monotonic() < deadline and 'event="ratelimit_denied_key_requests"' not in text:
-        time.sleep(2)
-        text = urllib.request.urlopen(url, timeout=10).read().decode()
+    text = prometheus_text(ray_cluster.metrics_export_port, 'event="ratelimit_denied_key_requests"')
     assert 'ray_aegis_security_events_total{' in text
     assert 'event="ratelimit_denied_key_requests"' in text
 
