@@ -79,15 +79,15 @@ def with_local_tools(args: dict, state_dir) -> dict:
     return {**args, "tools": tools}
 
 
-def prometheus_text(metrics_port: int, needle: str, timeout_s: float = 90) -> str:
-    """The node's Prometheus text once it contains `needle` (Ray exports metrics every few seconds),
-    or the last text read when `timeout_s` runs out."""
+def prometheus_text(metrics_port: int, *needles: str, timeout_s: float = 90) -> str:
+    """The node's Prometheus text once it contains every needle (Ray exports each metric on its
+    own few-second cycle), or the last text read when `timeout_s` runs out."""
     import time
     import urllib.request
 
     url = f"http://127.0.0.1:{metrics_port}/metrics"
     deadline, text = time.monotonic() + timeout_s, ""
-    while time.monotonic() < deadline and needle not in text:
+    while time.monotonic() < deadline and not all(needle in text for needle in needles):
         time.sleep(2)
         text = urllib.request.urlopen(url, timeout=10).read().decode()
     return text
