@@ -436,7 +436,7 @@ class Ingress:
         tools = {tool: await self._tool_info(tool) for tool in spec.uses_tools}
         if spec.uses_models or any(info["model_input_arguments"] for info in tools.values()):
             # The caller's inputs end up in a model's prompt: scanned like a chat message.
-            await self._guard.scan_model_inputs(ctx, strings_in(body.inputs))
+            await self._guard.scan_model_inputs(ctx, strings_in(body.inputs), param="inputs")
 
         async def call_tool(tool: str, arguments: dict[str, Any]) -> Any:
             return await self._run_tool(ctx, tools[tool], arguments)

@@ -20,7 +20,7 @@ from typing import Any
 
 from security import AuditRecord, SecurityLayer, SecuritySettings, build_security, estimate_tokens
 from security.store import StoreUnavailable
-from serve_app.errors import ContentBlocked, RateLimited
+from serve_app.errors import ContentBlocked, PayloadTooLarge, RateLimited
 from serve_app.pipeline import RequestContext
 
 logger = logging.getLogger("ray.serve")
@@ -45,6 +45,13 @@ def _texts(body: Any) -> tuple[list[dict[str, str]], list[str]]:
     if callable(getattr(body, "inputs", None)):
         return [], body.inputs()
     return [], []
+
+
+def _text_field(body: Any) -> str:
+    """The request field `_texts` read (named in a scan_limit_exceeded error)."""
+    if getattr(body, "messages", None) is not None:
+        return "messages"
+    return "prompt" if callable(getattr(body, "prompts", None)) else "input"
 
 
 class SecurityGuard:
@@ -85,22 +92,32 @@ class SecurityGuard:
         ctx.response_headers.update(decision.headers())
         if decision.degraded:
             ctx.annotations["degraded"] = True
-        await self._scan(ctx, messages, texts)
+        await self._scan(ctx, messages, texts, _text_field(ctx.body))
         if self.settings.redaction.input_enabled:
             self._redact_input(ctx)
         if self.settings.audit.include_prompt_text:
             ctx.annotations["prompt_text"] = "\n".join([m["content"] for m in messages] + texts)
 
-    async def scan_model_inputs(self, ctx: RequestContext, texts: list[str]) -> None:
+    async def scan_model_inputs(self, ctx: RequestContext, texts: list[str], param: str = "arguments") -> None:
         """Scan caller text that a tool or workflow will put in front of a model (direct injection).
 
         Same policy as the chat routes: `injection.route_actions[<route template>]`, else the
         tenant's or the default action.
+
+        Args:
+            ctx: the request.
+            texts: the caller's strings that reach a model.
+            param: the request field they are in (`arguments`, or a workflow's `inputs`).
+
+        Raises:
+            ContentBlocked: 400, code `prompt_injection`, when the policy blocks.
+            PayloadTooLarge: 413, code `scan_limit_exceeded`, when they are longer together
+                than `injection.max_scan_chars`.
         """
-        await self._scan(ctx, [], [t for t in texts if t], always=True)
+        await self._scan(ctx, [], [t for t in texts if t], param, always=True)
 
     async def _scan(self, ctx: RequestContext, messages: list[dict[str, str]], texts: list[str],
-                    always: bool = False) -> None:
+                    param: str | None, always: bool = False) -> None:
         scanner = self.layer.scanner
         configured = ctx.route in self.settings.injection.route_actions
         if ctx.route not in GENERATION_ROUTES and not configured and not always:
@@ -109,10 +126,12 @@ class SecurityGuard:
         if action == "off" or not (messages or texts):
             return
         # The classifier is CPU-bound (tens of ms): keep the replica's event loop free.
+        # Over injection.max_scan_chars the scanner raises PayloadTooLarge (413): the ingress
+        # answers it in the error envelope and audits it as too_large.
         if messages:
             result = await asyncio.to_thread(scanner.scan_messages, messages)
         else:
-            result = await asyncio.to_thread(scanner.scan_texts, texts)
+            result = await asyncio.to_thread(scanner.scan_texts, texts, param)
         ctx.annotations["injection_score"] = round(result.score, 4)
         try:
             flagged = scanner.enforce(result, action)
@@ -169,26 +188,39 @@ class SecurityGuard:
         """Scan a tool's output for indirect prompt injection before anything passes it to a model.
 
         `text_paths` ("text", "results.*.text") name the fields that carry free text (an empty
-        list: none, nothing is scanned); without them (None) every string of three words or more is scanned (single words such as a finish
-        reason are not instructions, and the classifier is unreliable on them). Long texts are
-        scanned in windows, so a payload deep in a long page is seen too. The policy is `injection.route_actions["tool_output"]` (else the tenant's or the
-        default action): `block` raises, `flag` lets the result through, marked in the answer
+        list: none, nothing is scanned); without them (None) every string of three words or more
+        is scanned (single words such as a finish reason are not instructions, and the classifier
+        is unreliable on them). The scanner reads every character of them, so a payload deep in a
+        long page is seen too; an output longer than `injection.max_scan_chars` is refused
+        unscanned. The policy is `injection.route_actions["tool_output"]` (else the tenant's or
+        the default action): `block` raises, `flag` lets the result through, marked in the answer
         and the audit record.
 
         Returns:
             `{"injection_score", "flagged", "reasons"}` for the response; empty when scanning is off.
 
         Raises:
-            ContentBlocked: 400, code `indirect_prompt_injection`, when the policy blocks.
+            ContentBlocked: 400, code `indirect_prompt_injection`, when the policy blocks; code
+                `scan_limit_exceeded` when the output is too long to scan (whatever the policy
+                but `off`).
         """
         scanner = self.layer.scanner
         action = scanner.action_for(TOOL_OUTPUT_POLICY, ctx.identity.tenant if ctx.identity else None)
         found = ([t for path in text_paths for t in _strings_at(result, path.split("."))]
                  if text_paths is not None else [t for t in strings_in(result) if len(t.split()) >= 3])
-        texts = [w for text in found for w in _scan_windows(text, self.settings.injection.max_scan_chars)]
-        if action == "off" or not texts:
+        if action == "off" or not found:
             return {}
-        scan = await asyncio.to_thread(scanner.scan_texts, texts)
+        try:
+            scan = await asyncio.to_thread(scanner.scan_texts, found, "result")
+        except PayloadTooLarge as too_long:
+            # Blocked as a content decision (400, like an injection in an output), not 413: the
+            # caller's request was within its limits. Nor 502: the tool worked, and the caller
+            # can ask it for less (a smaller page, fewer results). Even `flag` must not pass on
+            # what nobody read.
+            self.layer.counters.inc("tool_output_blocked")
+            ctx.annotations["reason"] = too_long.code
+            raise ContentBlocked(f"The output of tool '{tool}' was blocked unscanned. {too_long.message}",
+                                 param="result", code=too_long.code) from None
         score = round(scan.score, 4)
         ctx.annotations["injection_score"] = max(score, ctx.annotations.get("injection_score") or 0.0)
         if not scan.is_injection:
@@ -251,7 +283,8 @@ class SecurityGuard:
         reason = ctx.annotations.get("reason") or ctx.annotations.get("stream_error")
         if status_code < 400:
             decision = "flagged" if ctx.annotations.get("flagged") else "allowed"
-        elif reason in ("prompt_injection", "indirect_prompt_injection"):
+        elif reason in ("prompt_injection", "indirect_prompt_injection") or (
+                status_code == 400 and reason == "scan_limit_exceeded"):  # a tool output too long to scan
             decision = "blocked"
         else:
             decision = _DECISIONS.get(status_code, "error")
@@ -292,14 +325,6 @@ def _strings_at(value: Any, path: list[str]) -> list[str]:
     if isinstance(value, dict) and head in value:
         return _strings_at(value[head], rest)
     return []
-
-
-def _scan_windows(text: str, size: int) -> list[str]:
-    """`text` in overlapping windows of `size` chars, so a payload across a boundary is seen whole."""
-    if len(text) <= size:
-        return [text]
-    step = max(1, size - size // 8)
-    return [text[i:i + size] for i in range(0, len(text) - size // 8, step)]
 
 
 def build_guard(settings: SecuritySettings) -> SecurityGuard:

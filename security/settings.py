@@ -148,7 +148,14 @@ class InjectionSettings(BaseModel):
     hf_model: str | None = Field(default=None, description="HF sequence-classification model id or path.")
     hf_positive_label: str = Field(default="INJECTION", description="Label name meaning injection.")
     threshold: float | None = Field(default=None, ge=0, le=1, description="None uses the trained threshold.")
-    max_scan_chars: int = Field(default=8000, ge=1)
+    # Chat and completion prompts stay far under it: input_limits counts ~4 characters a token, so
+    # the default max_prompt_tokens (8192) admits at most ~32.8k characters.
+    max_scan_chars: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most characters one scan reads (a request's texts, or a tool's output, summed); "
+        "every one is scanned, and more is refused with code scan_limit_exceeded, never cut.",
+    )
     device: str = "cpu"
 
     @model_validator(mode="after")

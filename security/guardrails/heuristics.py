@@ -83,13 +83,18 @@ RULES: tuple[Rule, ...] = (
     _r("indirect_injection", r"\b(?:if you are|to|attention|note to|message (?:for|to)|instructions? (?:for|to))\s+(?:an?\s+|the\s+|any\s+)?(?:ai|llm|language model|assistant|chatbot|gpt|bot)\b.{0,30}\b(?:reading|processing|summari[sz]ing|parsing|that reads|ignore|you must|you should|do not|instead)"),
     _r("indirect_injection", r"\b(?:attention|note (?:to|for)|message (?:for|to)|instructions? for|important for|warning to)\s*,?\s*(?:the\s+|any\s+|all\s+|an?\s+)?(?:ai|llm|llms|language models?|assistants?|chatbots?|gpt|bots?|ai models?|ai systems?|agents?)\b\s*[:,\-].{0,80}?\b(?:authori[sz]ed|permission|must|ignore|disregard|do not|don't|instead|silently|secretly|without (?:telling|mentioning|informing)|forward|send|reveal|override|void)\b"),
     _r("indirect_injection", r"\b(?:attention|note (?:to|for)|message (?:for|to)|instructions? for)\s*,?\s*(?:the\s+|any\s+|all\s+|an?\s+)?(?:ai|llm|llms|language models?|assistants?|chatbots?|gpt|bots?|agents?)\b\s*[:,\-]", strong=False),
-    _r("indirect_injection", r"!\[[^\]]*\]\(https?://[^)]*(?:\?|&)[^)]*=\s*(?:\{|\$|<|%7b)"),
+    # Markdown image whose URL carries a templated value (exfiltration on render). Each part stops
+    # at the next "![" and the query starts at the first ?/&, so the search stays linear in the
+    # text; with `[^)]*` parts every "![" rescanned the rest of it, worse than quadratic.
+    _r("indirect_injection", r"!\[(?:(?!!\[)[^\]])*\]\(https?://(?:(?!!\[)[^)?&])*[?&](?:(?!!\[)[^)])*?=\s*(?:\{|\$|<|%7b)"),
     _r("indirect_injection", r"<!--.{0,200}\b(?:ai|assistant|llm|model)\b.{0,200}-->"),
     # "Decode this and do what it says": the payload is meant to be executed, not read.
     _r("encoded_instruction", r"\b(?:decode|decrypt|de-?obfuscate|unscramble|reverse|apply rot-?13 to|convert|translate)\b.{0,50}\b(?:and|then)\s+(?:do|follow|execute|obey|carry out|perform|run|act on|comply with)\s+(?:what(?:ever)? it says|it|them|that|the instructions?|its instructions?|the (?:command|task)s?)\b"),
     _r("encoded_instruction", r"\bthe following (?:\w+\s+){0,2}(?:is|are|contains?) your (?:real|actual|true|new|hidden) (?:task|instructions?|orders?|objective)\b"),
     # Context termination and fake delimiters (Schulhoff et al. 2023; Toyer et al. 2023).
-    _r("role_tag_injection", r"(?:%{2,}|={3,}|#{3,}|-{3,}|\*{3,}|\[\[)\s*(?:end|begin|start)\s+(?:of\s+)?(?:the\s+)?(?:user|input|prompt|ambiguity|conversation|transcript|document|data|system|admin)\b.{0,100}?\b(?:new|instructions?|system|assistant|ignore|now|repeat|print|reveal|prompt|you (?:must|are|will|should))\b"),
+    # A fixed-length marker matches wherever a longer run does (its last characters); `={3,}` would
+    # retry the whole run from each of its positions, quadratic on a long "=====" line.
+    _r("role_tag_injection", r"(?:%%|={3}|#{3}|-{3}|\*{3}|\[\[)\s*(?:end|begin|start)\s+(?:of\s+)?(?:the\s+)?(?:user|input|prompt|ambiguity|conversation|transcript|document|data|system|admin)\b.{0,100}?\b(?:new|instructions?|system|assistant|ignore|now|repeat|print|reveal|prompt|you (?:must|are|will|should))\b"),
     _r("role_tag_injection", r"(?:[\[(<{]\s*(?:admin(?:istrator)?|system|root|developer)\s+override|\b(?:admin(?:istrator)?|system|root|developer)\s+override\s*(?:[:\]!)>}]|mode|enabled|activated|granted|in effect))"),
     _r("instruction_override", r"\b(?:safety|security|content|ethical)\s+(?:protocols?|filters?|restrictions|guidelines|polic(?:y|ies)|guardrails)\s+(?:are|have been|is|has been)\s+(?:now\s+|temporarily\s+)?(?:suspended|disabled|lifted|off|removed|deactivated|turned off|void)\b"),
     _r("instruction_override", r"\byour\s+(?:next|new|real|actual|true|only)\s+(?:instruction|task|order|command|objective|goal|mission)s?\s+(?:is|are|will be)\b", strong=False),

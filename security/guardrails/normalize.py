@@ -78,7 +78,9 @@ def _try_text(raw: bytes) -> str | None:
     return None
 
 
-def _decode_payloads(text: str, max_payloads: int = 8) -> list[tuple[str, str]]:
+def _decode_payloads(text: str) -> list[tuple[str, str]]:
+    # No cap on the count: a fixed one let decoy payloads early in a long text hide a later one,
+    # and what is decoded is never longer than `text`, which the scanner already bounds.
     found: list[tuple[str, str]] = []
     for match in _B64_RE.finditer(text):
         token = match.group(1)
@@ -89,14 +91,10 @@ def _decode_payloads(text: str, max_payloads: int = 8) -> list[tuple[str, str]]:
         decoded = _try_text(raw)
         if decoded:
             found.append(("base64", decoded))
-        if len(found) >= max_payloads:
-            return found
     for match in _HEX_RE.finditer(text):
         decoded = _try_text(bytes.fromhex(match.group(1)))
         if decoded:
             found.append(("hex", decoded))
-        if len(found) >= max_payloads:
-            break
     return found
 
 
@@ -104,17 +102,15 @@ def _clean(text: str) -> str:
     return _WS_RE.sub(" ", unicodedata.normalize("NFKC", text.translate(_ZERO_WIDTH)).translate(_HOMOGLYPHS)).strip()
 
 
-def normalize(text: str, max_chars: int = 8000) -> Normalized:
-    """Normalise `text` and derive the views that heuristics and the classifier scan.
+def normalize(text: str) -> Normalized:
+    """Normalise all of `text` and derive the views that heuristics and the classifier scan.
+
+    Nothing is cut: the caller bounds the size (`PromptScanner` refuses inputs over
+    `injection.max_scan_chars`). Every step is linear in the length of the text.
 
     Args:
         text: raw user-controlled text.
-        max_chars: scan at most this many characters (head and tail kept; the middle is rarely
-            where a payload hides, and the bound keeps latency flat).
     """
-    if len(text) > max_chars:
-        half = max_chars // 2
-        text = text[:half] + "\n" + text[-half:]
     flags: set[str] = set()
     without_zw = text.translate(_ZERO_WIDTH)
     if len(without_zw) != len(text):

@@ -9,12 +9,12 @@ from security.guardrails.classifier import EmbeddingHeadClassifier, HFSequenceCl
 from security.guardrails.heuristics import scan_heuristics
 from security.guardrails.normalize import normalize
 from security.settings import InjectionAction, InjectionSettings
-from serve_app.errors import ContentBlocked
+from serve_app.errors import ContentBlocked, PayloadTooLarge
 
 # Roles whose content an attacker controls: the user, and tool/function results (indirect
 # injection arrives through retrieved documents). System and assistant turns are the caller's own.
 SCANNED_ROLES = frozenset({"user", "tool", "function"})
-_WINDOW_CHARS = 600  # ~128 MiniLM tokens of English; longer inputs are scanned in windows
+_WINDOW_CHARS = 600  # ~128 MiniLM tokens of English; longer inputs are classified in windows
 _WINDOW_STEP = 500
 
 
@@ -74,13 +74,30 @@ class PromptScanner:
     def from_settings(cls, settings: InjectionSettings) -> PromptScanner:
         return cls(settings, build_classifier(settings))
 
-    def scan(self, text: str) -> ScanResult:
-        """Scan one text."""
-        return self.scan_texts([text])
+    def scan(self, text: str, param: str | None = "messages") -> ScanResult:
+        """Scan one text (see `scan_texts`)."""
+        return self.scan_texts([text], param)
 
-    def scan_texts(self, texts: Iterable[str]) -> ScanResult:
-        """Scan several texts (e.g. all user turns) as one input; the worst one decides."""
-        normalized = [normalize(t, self._s.max_scan_chars) for t in texts if t and t.strip()]
+    def scan_texts(self, texts: Iterable[str], param: str | None = "messages") -> ScanResult:
+        """Scan several texts (e.g. all user turns) as one input; the worst one decides.
+
+        Every character is scanned: the heuristics run over each whole text and its decoded
+        payloads, the classifier over overlapping windows of them.
+
+        Args:
+            texts: the attacker-controllable texts of one request.
+            param: the request field they came from, named in the error when they are too long.
+
+        Raises:
+            PayloadTooLarge: 413, code `scan_limit_exceeded`, when the texts together are longer
+                than `max_scan_chars`, as sent or after Unicode normalisation. Nothing is cut to
+                fit: an unscanned middle is where a payload would hide.
+        """
+        texts = [t for t in texts if t and t.strip()]
+        self._check_size(sum(map(len, texts)), param)
+        normalized = [normalize(t) for t in texts]
+        # NFKC can expand a character up to 18-fold ("\ufdfa"): bound the work, not just the request.
+        self._check_size(sum(len(n.text) for n in normalized), param, " after Unicode normalisation")
         if not normalized:
             return CLEAN
         reasons: set[str] = set()
@@ -98,7 +115,11 @@ class PromptScanner:
         chunks: list[str] = []
         features: list[list[float]] = []
         for norm, result in zip(normalized, results):
-            own = _windows(norm.for_classifier) + [decoded for _, decoded in norm.decoded]
+            own = _windows(norm.for_classifier)
+            if norm.decoded:
+                # Payloads joined, then windowed: a long one is read to its end, and many small
+                # ones cost a window per 500 chars rather than one encoder pass each.
+                own += _windows("\n".join(decoded for _, decoded in norm.decoded))
             chunks += own
             features += [result.features()] * len(own)  # weak evidence anywhere in the input counts for each window
         score = max(self.classifier.score(chunks, features))
@@ -106,8 +127,18 @@ class PromptScanner:
             return ScanResult("injection", score, tuple(sorted(reasons | {"classifier"})), "classifier")
         return ScanResult("clean", score, tuple(sorted(reasons)), "classifier")
 
+    def _check_size(self, chars: int, param: str | None, how: str = "") -> None:
+        limit = self._s.max_scan_chars
+        if chars > limit:
+            raise PayloadTooLarge(
+                f"Input is {chars} characters{how}; the guardrail scans at most {limit} characters "
+                "(injection.max_scan_chars).",
+                param=param,
+                code="scan_limit_exceeded",
+            )
+
     def scan_messages(self, messages: list[dict]) -> ScanResult:
-        """Scan the attacker-controllable turns of an OpenAI `messages` list.
+        """Scan the attacker-controllable turns of an OpenAI `messages` list (see `scan_texts`).
 
         Content may be a string or a list of parts (`{"type": "text", "text": ...}`).
         """

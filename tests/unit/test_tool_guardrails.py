@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from deployments.security_pipeline import SecurityGuard
 from security import EmbeddedStore, build_security, load_security_settings
 from security.identity import Identity
-from serve_app.errors import ContentBlocked, InvalidRequest, PermissionDenied
+from serve_app.errors import ContentBlocked, InvalidRequest, PayloadTooLarge, PermissionDenied
 from serve_app.pipeline import RequestContext
 from serve_app.tool_serving import arguments_digest, scope_arguments, tenant_namespace, unscope_result
 
@@ -59,19 +61,48 @@ async def test_tool_output_policy_block_flag_off(tmp_path, monkeypatch):
 
 
 async def test_only_declared_fields_are_scanned_and_long_texts_are_scanned_to_the_end(tmp_path, monkeypatch):
-    guard = _guard(tmp_path, monkeypatch, injection={"max_scan_chars": 1000})
+    guard = _guard(tmp_path, monkeypatch)
     # The payload in a field the tool does not declare as free text (e.g. an id) is not scanned...
     result = {"results": [{"id": INJECTION, "text": "Paris is the capital of France."}]}
     assert (await guard.inspect_tool_output(_ctx(), "search_documents", result, ["results.*.text"]))["flagged"] is False
-    # ...while one far past the scan window of a declared field is.
-    long_page = {"text": "Ordinary documentation text. " * 400 + INJECTION}
-    with pytest.raises(ContentBlocked):
-        await guard.inspect_tool_output(_ctx(), "http_fetch", long_page, ["text"])
+    # ...while one deep in a long page of a declared field is, in the middle or at the end.
+    notes = ("fixes a crash in the sync client", "adds dark mode to the settings page",
+             "speeds up search on large mailboxes", "updates the French and German translations")
+    page = " ".join(f"Release {i // 10}.{i % 10} {notes[i % 4]}." for i in range(600))
+    for text in (f"{page[:15_000]} {INJECTION} {page[15_000:]}", f"{page} {INJECTION}"):
+        with pytest.raises(ContentBlocked) as blocked:
+            await guard.inspect_tool_output(_ctx(), "http_fetch", {"text": text}, ["text"])
+        assert blocked.value.code == "indirect_prompt_injection"
+    assert (await guard.inspect_tool_output(_ctx(), "http_fetch", {"text": page}, ["text"]))["flagged"] is False
     # Without declared fields every string of three words or more is scanned; a tool that
     # declares no free-text fields at all (the calculator) is not scanned.
     with pytest.raises(ContentBlocked):
         await guard.inspect_tool_output(_ctx(), "custom", {"status": "stop", "note": INJECTION})
     assert await guard.inspect_tool_output(_ctx(), "calculator", {"expression": INJECTION}, []) == {}
+
+
+@pytest.mark.parametrize("policy", ["block", "flag"])
+async def test_tool_output_over_max_scan_chars_is_blocked_unscanned(tmp_path, monkeypatch, policy):
+    guard = _guard(tmp_path, monkeypatch, injection={"max_scan_chars": 1000, "route_actions": {"tool_output": policy}})
+    result = {"results": [{"text": "Paris is the capital of France. " * 20}, {"text": "Rome is in Italy. " * 30}]}
+    ctx = _ctx()
+    with pytest.raises(ContentBlocked) as blocked:
+        await guard.inspect_tool_output(ctx, "search_documents", result, ["results.*.text"])
+    assert (blocked.value.status_code, blocked.value.code, blocked.value.param) == (400, "scan_limit_exceeded", "result")
+    assert blocked.value.message == ("The output of tool 'search_documents' was blocked unscanned. Input is 1180 "
+                                     "characters; the guardrail scans at most 1000 characters (injection.max_scan_chars).")
+    assert guard.layer.counters.get("tool_output_blocked") == 1
+    await guard.finish(ctx, blocked.value.status_code)
+    record = json.loads(guard.settings.audit_jsonl_path().read_text().splitlines()[-1])
+    assert (record["decision"], record["reason"]) == ("blocked", "scan_limit_exceeded")
+
+
+async def test_model_inputs_over_max_scan_chars_are_a_413(tmp_path, monkeypatch):
+    guard = _guard(tmp_path, monkeypatch, injection={"max_scan_chars": 100})
+    with pytest.raises(PayloadTooLarge) as too_large:
+        await guard.scan_model_inputs(_ctx(), ["Summarise this page for me. " * 4], param="inputs")
+    assert (too_large.value.status_code, too_large.value.code, too_large.value.param) == (413, "scan_limit_exceeded", "inputs")
+    assert too_large.value.envelope()["error"]["message"].startswith("Input is 112 characters;")
 
 
 def test_redaction_walks_every_string_of_a_result(tmp_path, monkeypatch):
