@@ -45,7 +45,10 @@ class HttpFetchSettings(BaseModel):
     # docs server. Empty by default; it is the only way to reach a private address, so a test
     # reaching its own 127.0.0.1 server has to name 127.0.0.1/32 here explicitly.
     allowed_private_networks: list[str] = []
-    max_response_bytes: int = Field(1_000_000, ge=1)
+    # Bodies past this are cut (the answer says `truncated`). 100 kB keeps a page inside the
+    # guardrail's default scan budget (injection.max_scan_chars = 100,000): a longer output would
+    # be refused unscanned at the ingress rather than reach a model or the caller.
+    max_response_bytes: int = Field(100_000, ge=1)
     timeout_s: float = Field(10.0, gt=0)
     max_redirects: int = Field(5, ge=0, le=20)
     user_agent: str = "aegis-http-fetch/1"
