@@ -44,6 +44,11 @@ def find_encoder_dir() -> Path:
 class SentenceEncoder:
     """Mean-pooled, L2-normalised sentence embeddings from a local HF encoder (no network).
 
+    `encode(texts, layers=...)` pools several hidden layers of one forward pass and concatenates
+    them (each unit-norm): the middle layers keep the wording that separates "ignore the previous
+    instructions" from a question about instructions, which the last layer's sentence meaning
+    blurs (template-grouped out-of-fold TPR at 1% FPR: 87% last layer only, 98% layers 1-6).
+
     Args:
         model_dir: local model directory; None finds the bundled MiniLM.
         max_length: tokens per text; longer texts are truncated (the caller windows long inputs).
@@ -65,9 +70,21 @@ class SentenceEncoder:
     def dim(self) -> int:
         return int(self._model.config.hidden_size)
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Embeddings of shape (len(texts), dim), float32, unit-norm rows."""
+    @property
+    def num_layers(self) -> int:
+        return int(self._model.config.num_hidden_layers)
+
+    def encode(self, texts: list[str], batch_size: int = 64, layers: tuple[int, ...] | None = None) -> np.ndarray:
+        """Embeddings of shape (len(texts), dim * len(layers)), float32.
+
+        Args:
+            layers: hidden states to pool, 0 = token embeddings, `num_layers` = last (the default,
+                the usual sentence embedding); each layer's pool is unit-norm.
+        """
         torch = self._torch
+        layers = layers or (self.num_layers,)
+        if not all(0 <= layer <= self.num_layers for layer in layers):
+            raise ValueError(f"layers must be in 0..{self.num_layers}, got {layers}")
         out: list[np.ndarray] = []
         # Batches of similar length pad less (a corpus mixes 10-token questions with 128-token jailbreaks).
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -81,13 +98,15 @@ class SentenceEncoder:
                     max_length=self._max_length,
                     return_tensors="pt",
                 ).to(self._device)
-                hidden = self._model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                out.append(torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy().astype(np.float32))
+                hidden = self._model(**batch, output_hidden_states=True).hidden_states
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden[0].dtype)
+                pooled = [(hidden[layer] * mask).sum(1) / mask.sum(1).clamp(min=1e-9) for layer in layers]
+                normed = [torch.nn.functional.normalize(p, p=2, dim=1) for p in pooled]
+                out.append(torch.cat(normed, dim=1).cpu().numpy().astype(np.float32))
+        width = self.dim * len(layers)
         if not out:
-            return np.zeros((0, self.dim), np.float32)
-        result = np.empty((len(texts), self.dim), np.float32)
+            return np.zeros((0, width), np.float32)
+        result = np.empty((len(texts), width), np.float32)
         result[order] = np.concatenate(out)
         return result
 
@@ -105,12 +124,13 @@ def save_head(path: Path, weight: np.ndarray, bias: float, threshold: float, met
 
 
 class EmbeddingHeadClassifier:
-    """Logistic regression over a MiniLM embedding plus heuristic family flags; a small safetensors file.
+    """Logistic regression over MiniLM layer embeddings plus heuristic family flags; a small safetensors file.
 
     Args:
         encoder: sentence encoder (shared with anything else that embeds).
-        head_path: safetensors with `weight` (dim + number of features,) and `bias` (1,); the
-            threshold and the feature names (`features`, comma-separated) in its metadata.
+        head_path: safetensors with `weight` (dim * layers + number of features,) and `bias` (1,);
+            the threshold, the pooled layers (`layers`, comma-separated; absent = the last) and the
+            feature names (`features`, comma-separated) in its metadata.
         threshold: override of the trained decision threshold.
     """
 
@@ -127,8 +147,11 @@ class EmbeddingHeadClassifier:
         self.features = tuple(f for f in meta.get("features", "").split(",") if f)
         if self.features and self.features != FAMILIES:
             raise ValueError(f"head was trained on features {self.features}, the heuristics now have {FAMILIES}: retrain it")
-        if self._w.shape != (encoder.dim + len(self.features),):
-            raise ValueError(f"head weight shape {self._w.shape} does not match encoder dim {encoder.dim} + {len(self.features)} features")
+        self.layers = tuple(int(layer) for layer in meta.get("layers", str(encoder.num_layers)).split(","))
+        width = encoder.dim * len(self.layers)
+        if self._w.shape != (width + len(self.features),):
+            raise ValueError(f"head weight shape {self._w.shape} does not match encoder dim {encoder.dim} x "
+                             f"{len(self.layers)} layers + {len(self.features)} features")
         self.encoder = encoder
         self.meta = meta
         self.threshold = float(threshold if threshold is not None else meta.get("threshold", 0.5))
@@ -137,7 +160,7 @@ class EmbeddingHeadClassifier:
         """Probabilities; without `features`, each text is normalised and run through the heuristics here."""
         if not texts:
             return []
-        x = self.encoder.encode(texts)
+        x = self.encoder.encode(texts, layers=self.layers)
         if self.features:
             if features is None:
                 from security.guardrails.heuristics import scan_heuristics

