@@ -20,6 +20,7 @@ import functools
 import inspect
 import logging
 import os
+import time
 from typing import Any
 
 import ray
@@ -117,6 +118,10 @@ class ToolPool:
         self._actors = [actor_class.remote(spec, self.config.max_concurrency)
                         for _ in range(self.config.pool_size)]
         self._in_flight = [0] * self.config.pool_size
+        # Actors whose last call crashed: Ray is restarting them, and a call sent meanwhile can
+        # fail with ActorUnavailableError although the tool is fine. Until one answers a ping
+        # (`pid`, no side effects) calls wait for it rather than fail.
+        self._restarting = [False] * self.config.pool_size
 
     def tuned(self, live: dict[str, Any]) -> ToolPoolConfig:
         """This pool's config with new values of the live knobs; assign it to `config` to apply.
@@ -168,6 +173,9 @@ class ToolPool:
         actor = self._actors[index]
         self._in_flight[index] += 1
         try:
+            if self._restarting[index]:
+                await self._wait_restarted(actor)
+                self._restarting[index] = False
             ref = submit(actor)
             result = _future(ref)
             try:
@@ -177,6 +185,7 @@ class ToolPool:
                 raise ToolTimeout(f"tool '{self.spec.name}' did not finish within "
                                   f"{self.config.timeout_s:g} s and was cancelled") from None
         except (ActorDiedError, ActorUnavailableError, RayActorError):
+            self._restarting[index] = True
             raise ToolCrashed(f"tool '{self.spec.name}' crashed during the call; its actor "
                               "is being restarted") from None
         except RayTaskError as exc:
@@ -187,6 +196,23 @@ class ToolPool:
             raise ToolFailed(f"tool '{self.spec.name}' failed") from None
         finally:
             self._in_flight[index] -= 1
+
+    async def _wait_restarted(self, actor: Any) -> None:
+        """Return once a restarting actor answers; ToolCrashed if it does not within `timeout_s`
+        or is dead for good (`max_restarts` used up)."""
+        deadline = time.monotonic() + self.config.timeout_s
+        while True:
+            try:
+                await asyncio.wait_for(_future(actor.pid.remote()), max(0.0, deadline - time.monotonic()))
+                return
+            except ActorUnavailableError:
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(0.2)  # still restarting: the next ping may reach it
+            except (TimeoutError, ActorDiedError, RayActorError):
+                break
+        raise ToolCrashed(f"tool '{self.spec.name}' is unavailable: its actor crashed and has not "
+                          "come back") from None
 
     async def _cancel(self, actor: Any, ref: Any, result: asyncio.Future[Any]) -> None:
         ray.cancel(ref)
