@@ -50,9 +50,37 @@ def _expression(rng: random.Random) -> str:
     return term(3)
 
 
+_LOREM = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut "
+          "labore et dolore magna aliqua").split()
+
+
+def _filler(rng: random.Random) -> str:
+    """Repetitive placeholder text: one word many times, lorem ipsum, or a repeated phrase."""
+    kind = rng.randrange(3)
+    if kind == 0:
+        return " ".join([rng.choice(["word", "test", "hello", "the", "data", "foo", "yes", "a"])] * rng.randint(8, 300))
+    if kind == 1:
+        return " ".join(_LOREM[i % len(_LOREM)] for i in range(rng.randint(5, 400)))
+    return " ".join([rng.choice(T.BENIGN_SENTENCES)] * rng.randint(3, 30))
+
+
+def _markdown(rng: random.Random) -> str:
+    """Benign text with markdown emphasis and headings, as pasted notes look."""
+    label = rng.choice(["Important", "Note", "Update", "Reminder", "Summary", "Warning", "TL;DR", "Action items"])
+    body = " ".join(rng.sample(T.BENIGN_SENTENCES, 2))
+    return rng.choice([f"**{label}:** {body}", f"## {label}\n\n- {body}", f"**{body}**",
+                       f"# {label}\n**{rng.choice(T.TOPICS)}** - {body}", f"*{label}*: {body} **Thanks!**"])
+
+
+_GENERATED_SLOTS = ("{expr}", "{filler}", "{markdown}")
+
+
 def _fill(template: str, rng: random.Random) -> str:
-    if "{expr}" in template:  # drawn only here, so templates without it keep their fillings
-        return template.format(expr=_expression(rng), city=rng.choice(T.CITIES), food=rng.choice(T.FOODS))
+    if any(slot in template for slot in _GENERATED_SLOTS):  # drawn only here: older templates keep their fillings
+        return template.format(expr=_expression(rng) if "{expr}" in template else "",
+                               filler=_filler(rng) if "{filler}" in template else "",
+                               markdown=_markdown(rng) if "{markdown}" in template else "",
+                               city=rng.choice(T.CITIES), food=rng.choice(T.FOODS))
     units = rng.choice(T.UNITS)
     sentence = rng.choice(T.BENIGN_SENTENCES)
     topic, topic2 = rng.sample(T.TOPICS, 2)

@@ -424,6 +424,14 @@ BENIGN_TEMPLATES: list[tuple[str, str]] = [
     ("expressions", "{expr} = ?"),
     ("expressions", "Evaluate: {expr}"),
     ("expressions", "Simplify {expr} and show the steps."),
+    # Repetitive filler and markdown emphasis: padding and "**bold**" are common in jailbreaks, and
+    # heads trained without these flagged "word word ...", lorem ipsum and "**Important:** ...".
+    ("filler", "{filler}"),
+    ("filler", "Count the words in this text: {filler}"),
+    ("filler", "{filler} Is this placeholder text?"),
+    ("markdown", "{markdown}"),
+    ("markdown", "Format this nicely: {markdown}"),
+    ("markdown", "{markdown} Can you turn this into a short email?"),
 ]
 
 TOPICS = ["photosynthesis", "quantum computing", "renewable energy", "machine learning", "the stock market",

@@ -36,10 +36,10 @@ FOLDS = 5
 LAYERS = (1, 2, 3, 4, 5, 6)
 # Sample weights sum to 1, so these are small; with 2,300 features the fit is still well posed.
 L2_GRID = (1e-6, 1e-5, 1e-4)
-# Plain everyday chat ("hello", "Why is the sky blue?", "stop", "2 * 7") must almost never be
-# flagged: the L2 strength is the one with the best out-of-fold TPR among those that keep these
-# groups' out-of-fold FPR under it.
-EVERYDAY_SOURCES = ("benign_everyday", "benign_short_turns", "benign_expressions")
+# Plain everyday input ("hello", "Why is the sky blue?", "stop", "2 * 7", lorem ipsum, "**Note:**")
+# must almost never be flagged: the L2 strengths considered are those that keep these groups'
+# out-of-fold FPR under it.
+EVERYDAY_SOURCES = ("benign_everyday", "benign_short_turns", "benign_expressions", "benign_filler", "benign_markdown")
 EVERYDAY_MAX_FPR = 0.005
 # Among those, the strongest L2 whose out-of-fold TPR is within this of the best. With 2,300
 # features a near-unpenalised head fits quirks the template folds cannot see, because the corpus
