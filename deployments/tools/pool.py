@@ -36,6 +36,9 @@ __all__ = ["LIVE_POOL_FIELDS", "ToolPool", "ToolPoolConfig"]
 logger = logging.getLogger("ray.serve")
 
 _KILL_WAIT_S = 30.0
+# How long a call waits for a crashed or killed actor to come back (process start + tool init,
+# slow on a loaded machine) before it fails with ToolCrashed; its own timeout_s starts after.
+_RESTART_WAIT_S = 30.0
 
 
 class ToolPoolConfig(BaseModel):
@@ -181,7 +184,7 @@ class ToolPool:
             try:
                 return await asyncio.wait_for(asyncio.shield(result), self.config.timeout_s)
             except TimeoutError:
-                await self._cancel(actor, ref, result)
+                await self._cancel(index, ref, result)
                 raise ToolTimeout(f"tool '{self.spec.name}' did not finish within "
                                   f"{self.config.timeout_s:g} s and was cancelled") from None
         except (ActorDiedError, ActorUnavailableError, RayActorError):
@@ -198,9 +201,9 @@ class ToolPool:
             self._in_flight[index] -= 1
 
     async def _wait_restarted(self, actor: Any) -> None:
-        """Return once a restarting actor answers; ToolCrashed if it does not within `timeout_s`
-        or is dead for good (`max_restarts` used up)."""
-        deadline = time.monotonic() + self.config.timeout_s
+        """Return once a restarting actor answers; ToolCrashed if it does not within
+        `_RESTART_WAIT_S` or is dead for good (`max_restarts` used up)."""
+        deadline = time.monotonic() + _RESTART_WAIT_S
         while True:
             try:
                 await asyncio.wait_for(_future(actor.pid.remote()), max(0.0, deadline - time.monotonic()))
@@ -214,13 +217,15 @@ class ToolPool:
         raise ToolCrashed(f"tool '{self.spec.name}' is unavailable: its actor crashed and has not "
                           "come back") from None
 
-    async def _cancel(self, actor: Any, ref: Any, result: asyncio.Future[Any]) -> None:
+    async def _cancel(self, index: int, ref: Any, result: asyncio.Future[Any]) -> None:
+        actor = self._actors[index]
         ray.cancel(ref)
         if await _settled(result, self.config.cancel_grace_s):
             return
         logger.warning("tool %s ignored cancellation for %.1f s; restarting its actor",
                        self.spec.name, self.config.cancel_grace_s)
         ray.kill(actor, no_restart=False)
+        self._restarting[index] = True
         # ray.kill only asks: wait for the call to fail with the actor's death, so the stuck
         # work has stopped (and the next call goes to the restarted actor) when we return.
         if not await _settled(result, _KILL_WAIT_S):
