@@ -72,15 +72,14 @@ def _markdown(rng: random.Random) -> str:
                        f"# {label}\n**{rng.choice(T.TOPICS)}** - {body}", f"*{label}*: {body} **Thanks!**"])
 
 
-_GENERATED_SLOTS = ("{expr}", "{filler}", "{markdown}")
+# Slots filled by a generator rather than a list; drawn in this order, and only when used.
+_GENERATED = {"expr": _expression, "filler": _filler, "markdown": _markdown}
 
 
 def _fill(template: str, rng: random.Random) -> str:
-    if any(slot in template for slot in _GENERATED_SLOTS):  # drawn only here: older templates keep their fillings
-        return template.format(expr=_expression(rng) if "{expr}" in template else "",
-                               filler=_filler(rng) if "{filler}" in template else "",
-                               markdown=_markdown(rng) if "{markdown}" in template else "",
-                               city=rng.choice(T.CITIES), food=rng.choice(T.FOODS))
+    generated = {name: make(rng) for name, make in _GENERATED.items() if f"{{{name}}}" in template}
+    if generated:  # drawn only here: older templates keep their fillings
+        return template.format(**generated, city=rng.choice(T.CITIES), food=rng.choice(T.FOODS))
     units = rng.choice(T.UNITS)
     sentence = rng.choice(T.BENIGN_SENTENCES)
     topic, topic2 = rng.sample(T.TOPICS, 2)

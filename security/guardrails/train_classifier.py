@@ -44,8 +44,8 @@ EVERYDAY_MAX_FPR = 0.005
 # Among those, the strongest L2 whose out-of-fold TPR is within this of the best. With 2,300
 # features a near-unpenalised head fits quirks the template folds cannot see, because the corpus
 # holds few such texts: at L2 1e-6 (out-of-fold TPR 97.8%) "2 ** 10" and "(3 + 4) ** 2" scored as
-# attacks ("**" is markdown bold in many jailbreaks), at 1e-4 (96.5%) they did not. This rule was
-# set after seeing those probes (not the held-out split).
+# attacks ("**" is markdown bold in many jailbreaks), at 1e-4 (96.5% on that corpus) they did not.
+# This rule was set after seeing those probes (not the held-out split).
 L2_TPR_TOLERANCE = 0.015
 
 
