@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -117,12 +118,52 @@ def _stop_processes(temp_dir: Path, client_server_port: int | None = None) -> No
     patterns = [str(temp_dir)]
     if client_server_port is not None:
         patterns.append(f"ray.util.client.server .*--port={client_server_port}( |$)")
-    for pattern in patterns:
-        subprocess.run(["pkill", "-TERM", "-f", pattern], check=False)
+    # Ray's agents rename themselves (setproctitle), so no pattern finds them; they are children
+    # of the raylet, which a pattern does find. Take the whole tree before signalling anyone:
+    # once the raylet is gone its agents are orphans that nothing links to this cluster.
+    pids = _with_descendants(_matching_pids(patterns))
+    _signal(pids, signal.SIGTERM)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if all(subprocess.run(["pgrep", "-f", p], capture_output=True).returncode != 0 for p in patterns):
-            break
+    while time.monotonic() < deadline and _running(pids):
         time.sleep(0.5)
+    _signal(_running(pids), signal.SIGKILL)
+
+
+def _matching_pids(patterns: list[str]) -> set[int]:
+    pids: set[int] = set()
     for pattern in patterns:
-        subprocess.run(["pkill", "-KILL", "-f", pattern], check=False)
+        found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+        pids |= {int(pid) for pid in found.split()}
+    return pids - {os.getpid()}
+
+
+def _with_descendants(roots: set[int]) -> set[int]:
+    """`roots` and every process below them (`ps -eo pid,ppid` works on Linux and macOS)."""
+    table = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in table.splitlines():
+        pid, ppid = map(int, line.split())
+        children.setdefault(ppid, []).append(pid)
+    found, stack = set(roots), list(roots)
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found - {os.getpid()}
+
+
+def _running(pids: set[int]) -> set[int]:
+    """Those of `pids` still running; a zombie has exited and only awaits its parent."""
+    if not pids:
+        return set()
+    table = subprocess.run(["ps", "-o", "pid=,stat=", "-p", ",".join(map(str, pids))], capture_output=True, text=True).stdout
+    return {int(pid) for pid, stat in (line.split()[:2] for line in table.splitlines() if line.strip()) if not stat.startswith("Z")}
+
+
+def _signal(pids: set[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
