@@ -39,9 +39,13 @@ def injection_benchmark() -> dict:
 
     rows = [json.loads(line) for line in CORPUS_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
     test = [r for r in rows if r["split"] == "test"]
+    shipped = InjectionSettings()
     scanners = {
         "heuristics": PromptScanner(InjectionSettings(classifier="none")),
-        "heuristics+classifier": PromptScanner(InjectionSettings(), EmbeddingHeadClassifier(SentenceEncoder())),
+        "heuristics+classifier": PromptScanner.from_settings(shipped),
+        # The same head on the unquantized encoder: what int8 buys in latency and costs in accuracy.
+        "heuristics+classifier, float32 encoder": PromptScanner(
+            shipped, EmbeddingHeadClassifier(SentenceEncoder(quantization="none"))),
     }
     out: dict = {"examples": len(test), "attacks": sum(r["label"] for r in test), "torch_threads": torch.get_num_threads()}
     head_scores: list[tuple[bool, float, int]] = []  # (decided by a strong heuristic, head score, label)
@@ -58,7 +62,7 @@ def injection_benchmark() -> dict:
             result = scanner.scan(r["text"])
             latencies_ms.append((time.perf_counter() - started) * 1000)
             verdict = result.is_injection
-            if scanner.classifier is not None:
+            if name == "heuristics+classifier":
                 head_scores.append((result.layer == "heuristics", result.score, r["label"]))
             source = f"{r['source']} ({'attack' if r['label'] else 'benign'})"
             by_source[source] += 1
@@ -179,6 +183,10 @@ def redaction_benchmark() -> dict:
     return {"per_type": per_type, "p50_ms": statistics.median(latencies_ms), "engine": "own recognizers (regex + Luhn/mod-97/SSA/ipaddress validation)"}
 
 
+def scanners_in(injection: dict) -> list[str]:
+    return [name for name, m in injection.items() if isinstance(m, dict) and "p50_ms" in m]
+
+
 def main() -> int:
     load_at_start = os.getloadavg()[0]
     injection = injection_benchmark()
@@ -189,7 +197,7 @@ def main() -> int:
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"Prompt injection, held-out split ({injection['examples']} prompts, {injection['attacks']} attacks; CPU, {injection['torch_threads']} torch threads)\n")
     print("| layers | TPR | FPR | p50 ms | p99 ms |\n| --- | --- | --- | --- | --- |")
-    for name in ("heuristics", "heuristics+classifier"):
+    for name in scanners_in(injection):
         m = injection[name]
         print(f"| {name} | {m['tpr']:.1%} | {m['fpr']:.1%} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
     for name, m in injection["other_operating_points"].items():
