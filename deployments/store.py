@@ -110,5 +110,7 @@ class ActorStore:
 def open_store(settings: SecuritySettings) -> SharedStore:
     """Redis when `redis_url` is set, else a proxy to the cluster's embedded-store actor."""
     if settings.redis_url is not None:
-        return RedisStore(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
+        return RedisStore(
+            settings.redis_url.get_secret_value(), prefix=settings.redis_prefix, socket_timeout_s=settings.redis_timeout_s
+        )
     return ActorStore(settings)

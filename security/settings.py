@@ -225,6 +225,9 @@ class SecuritySettings(BaseSettings):
         default=None, validation_alias=AliasChoices("AEGIS_REDIS_URL", "REDIS_URL", "redis_url")
     )
     redis_prefix: str = "aegis"
+    # Per-operation timeout: a dead or starved Redis must fall into `fail_mode` fast, but a
+    # timeout shorter than a loaded host's scheduling delay turns a healthy Redis into an outage.
+    redis_timeout_s: float = Field(default=0.5, gt=0, le=30)
     # What happens when the shared store (Redis) or the audit sink is unreachable.
     fail_mode: FailMode = "open"
     state_dir: str = Field(default=".aegis", description="Embedded-store file and default audit log.")

@@ -17,5 +17,7 @@ def build_store(settings) -> SharedStore:
     `EmbeddedStore(settings.embedded_store_path())` in a named actor and pass a proxy instead.
     """
     if settings.redis_url is not None:
-        return RedisStore(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
+        return RedisStore(
+            settings.redis_url.get_secret_value(), prefix=settings.redis_prefix, socket_timeout_s=settings.redis_timeout_s
+        )
     return EmbeddedStore(settings.embedded_store_path())

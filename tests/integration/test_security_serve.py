@@ -91,7 +91,10 @@ def _running_replicas(app_name: str, deployment: str) -> int:
 def test_two_ingress_replicas_share_one_limit(deploy, tmp_path, backend, request):
     extra = {}
     if backend == "redis":
-        extra = {"redis_url": REDIS_URL, "redis_prefix": request.getfixturevalue("redis_prefix")}
+        # Closed and patient: a Redis timeout on a loaded host must show up as a 503 here, not
+        # as extra requests let in by each replica's local fail-open limiter.
+        extra = {"redis_url": REDIS_URL, "redis_prefix": request.getfixturevalue("redis_prefix"),
+                 "redis_timeout_s": 10.0, "fail_mode": "closed"}
     base = deploy(_args(tmp_path, ingress_replicas=2, **extra))
     assert _running_replicas(base.rsplit("/", 1)[1], "Ingress") == 2
     key = create_key(tmp_path, "user", "acme", **extra)

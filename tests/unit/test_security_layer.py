@@ -75,3 +75,19 @@ async def test_tenant_model_allow_list_covers_aliases(layer):
     layer.policy.authorize(identity, "/v1/chat/completions", "tiny")  # an alias of an allowed model
     with pytest.raises(PermissionDenied):
         layer.policy.authorize(identity, "/v1/chat/completions", "huge")
+
+
+async def test_redis_timeout_reaches_the_client_and_is_validated(tmp_path):
+    """`redis_timeout_s` is what the Redis client waits, per operation and per connect."""
+    from security import build_store
+    from serve_app.errors import ConfigError
+
+    settings = load_security_settings(state_dir=str(tmp_path), redis_url="redis://127.0.0.1:6379/15", redis_timeout_s=2.5)
+    store = build_store(settings)
+    try:
+        kwargs = store._client.connection_pool.connection_kwargs
+        assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (2.5, 2.5)
+    finally:
+        await store.close()
+    with pytest.raises(ConfigError, match="redis_timeout_s: Input should be greater than 0"):
+        load_security_settings(state_dir=str(tmp_path), redis_timeout_s=0)
