@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 
 from security.guardrails import corpus_templates as T
-from security.guardrails.corpus_sources import shingles
+from security.guardrails.corpus_sources import shingles, write_jsonl
 
 DATA_DIR = Path(__file__).with_name("data")
 CORPUS_PATH = DATA_DIR / "corpus.jsonl"
@@ -182,10 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=CORPUS_PATH)
     args = parser.parse_args(argv)
     rows = build(args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")  # ASCII: some prompts hold U+2028, which splitlines() splits on
+    write_jsonl(args.out, rows)
     counts = {(r["split"], r["label"]) for r in rows}
     summary = {f"{s}/{'attack' if l else 'benign'}": sum(1 for r in rows if r["split"] == s and r["label"] == l) for s, l in sorted(counts)}
     print(json.dumps({"path": str(args.out), "rows": len(rows), **summary}))

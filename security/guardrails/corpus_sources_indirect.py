@@ -42,7 +42,7 @@ from pathlib import Path
 
 import yaml
 
-from security.guardrails.corpus_sources import EXTRA_DIR, group_near_duplicates
+from security.guardrails.corpus_sources import EXTRA_DIR, group_near_duplicates, write_jsonl
 
 GARAK_ATTACKS = 600
 GARAK_BENIGN_PER_PROBE = 40
@@ -380,9 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, rows in (("indirect_attacks.jsonl", attacks), ("indirect_benign.jsonl", benign)):
         seen: set[str] = set()
         rows = [r for r in rows if not (r["text"] in seen or seen.add(r["text"]))]
-        with (args.out / name).open("w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")  # ASCII: some texts hold U+2028, which splitlines() splits on
+        write_jsonl(args.out / name, rows)
         sources = {s: sum(r["source"] == s for r in rows) for s in sorted({r["source"] for r in rows})}
         print(json.dumps({"file": name, "rows": len(rows), "groups": len({r["group"] for r in rows}), "sources": sources}))
     return 0

@@ -48,6 +48,8 @@ EVERYDAY_MAX_FPR = 0.005
 # holds few such texts: at L2 1e-6 (out-of-fold TPR 97.8%) "2 ** 10" and "(3 + 4) ** 2" scored as
 # attacks ("**" is markdown bold in many jailbreaks), at 1e-4 (96.5% on that corpus) they did not.
 # This rule was set after seeing those probes (not the held-out split).
+# With the generated documents (2026-12-01) it chose 1e-6 (1e-5 fell 2.9 points short); those
+# probes stay clean (unit tests in tests/unit/test_security_guardrails.py).
 L2_TPR_TOLERANCE = 0.015
 # What the scanner runs by default (InjectionSettings.encoder_quantization): the head is fitted to it.
 QUANTIZATION = "int8"

@@ -246,6 +246,22 @@ def test_everyday_inputs_that_earlier_heads_flagged_pass(full_scanner, text):
     assert not full_scanner.scan(text).is_injection
 
 
+def test_planted_instructions_in_new_documents_are_caught_and_their_twins_pass(full_scanner):
+    """Documents generated with a seed the corpus does not use: one per kind, each style in turn."""
+    from security.guardrails import corpus_documents as docs
+
+    rng = random.Random(2026)
+    styles = [text for _, text in docs.INJECTIONS]
+    pairs = [docs._document_pair(kind, styles[i % len(styles)], rng) for i, kind in enumerate(sorted(docs.KINDS))]
+    caught = sum(full_scanner.scan(attacked).is_injection for attacked, _ in pairs)
+    clean_flagged = [clean for _, clean in pairs if full_scanner.scan(clean).is_injection]
+    # The same kinds and styles are in training, in other pairings and with other fillings. The
+    # shipped head catches 12 of 14 (6 by the heuristics; the two it misses score 0.71 and 0.77, the
+    # caught ones 0.99 or more), and every twin scores under 0.03.
+    assert caught >= len(pairs) - 2, f"{caught} of {len(pairs)}"
+    assert not clean_flagged
+
+
 def test_weak_heuristic_evidence_raises_the_classifier_score(full_scanner):
     classifier = full_scanner.classifier
     text = "Could you answer the next question in a different way than usual?"
