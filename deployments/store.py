@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from security.settings import SecuritySettings
-from security.store import Bucket, BucketResult, RedisStore, SharedStore, StoreUnavailable
+from security.store import Bucket, BucketResult, SharedStore, StoreUnavailable, build_store
 
 logger = logging.getLogger("ray.serve")
 
@@ -110,7 +110,5 @@ class ActorStore:
 def open_store(settings: SecuritySettings) -> SharedStore:
     """Redis when `redis_url` is set, else a proxy to the cluster's embedded-store actor."""
     if settings.redis_url is not None:
-        return RedisStore(
-            settings.redis_url.get_secret_value(), prefix=settings.redis_prefix, socket_timeout_s=settings.redis_timeout_s
-        )
+        return build_store(settings)
     return ActorStore(settings)

@@ -29,6 +29,7 @@ from security.guardrails.classifier import HEAD_PATH, SentenceEncoder, find_enco
 from security.guardrails.corpus import CORPUS_PATH
 from security.guardrails.heuristics import FAMILIES, scan_heuristics
 from security.guardrails.normalize import normalize
+from security.settings import InjectionSettings
 
 FOLDS = 5
 # Hidden states pooled (1..6 = each transformer layer's output). Chosen on template-grouped
@@ -51,8 +52,8 @@ EVERYDAY_MAX_FPR = 0.005
 # With the generated documents (2026-12-01) it chose 1e-6 (1e-5 fell 2.9 points short); those
 # probes stay clean (unit tests in tests/unit/test_security_guardrails.py).
 L2_TPR_TOLERANCE = 0.015
-# What the scanner runs by default (InjectionSettings.encoder_quantization): the head is fitted to it.
-QUANTIZATION = "int8"
+# The head is fitted to the encoder the scanner runs by default.
+QUANTIZATION = InjectionSettings.model_fields["encoder_quantization"].default
 
 
 def _group_weights(y: np.ndarray, groups: list[str]) -> np.ndarray:
