@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from security.guardrails import corpus_templates as T
-from security.guardrails.corpus_sources import EXTRA_DIR, write_jsonl
+from security.guardrails.corpus_sources import EXTRA_DIR, write_extra
 
 OUT_PATH = EXTRA_DIR / "synthetic_documents.jsonl"
 SOURCE = "synthetic_documents"
@@ -193,12 +193,19 @@ def _render(segments: list[str], task: str | None) -> str:
 
 def _document_pair(kind: str, style_text: str, rng: random.Random) -> tuple[str, str]:
     """(attacked, clean): one document of `kind`, with and without the planted instruction."""
+    return planted_pair(kind, lambda: style_text.format(
+        goal=rng.choice(T.GOALS), email=f"{rng.choice(['backup', 'admin', 'sync'])}@{rng.choice(DOMAINS)}",
+        domain=rng.choice(DOMAINS)), rng)
+
+
+def planted_pair(kind: str, instruction: Callable[[], str], rng: random.Random) -> tuple[str, str]:
+    """(attacked, clean): a document of `kind` (a key of KINDS) with `instruction()` planted in its
+    own format (a code comment, a CSV cell, a JSON field), and the same document without it."""
     segments, wrap, task = KINDS[kind](rng)
     if rng.random() < 0.35:
         note = rng.choice(HUMAN_NOTES).format(city=rng.choice(T.CITIES), food=rng.choice(T.FOODS))
         segments.insert(rng.randint(1, len(segments)), wrap(note))
-    injection = wrap(style_text.format(goal=rng.choice(T.GOALS), email=f"{rng.choice(['backup', 'admin', 'sync'])}@{rng.choice(DOMAINS)}",
-                                       domain=rng.choice(DOMAINS)))
+    injection = wrap(instruction())
     task = task if rng.random() < 0.5 else None  # half arrive as a bare tool output
     # Drop filler segments (never the first) until the attacked version fits one classifier window.
     at = rng.randint(1, len(segments))
@@ -232,9 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT_PATH)
     args = parser.parse_args(argv)
     rows = build(args.seed)
-    write_jsonl(args.out, rows)
-    print(json.dumps({"file": str(args.out), "rows": len(rows), "attacks": sum(r["label"] for r in rows),
-                      "groups": len({r["group"] for r in rows})}))
+    write_extra(args.out, rows)
     return 0
 
 

@@ -50,6 +50,13 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
             fh.write(json.dumps(row) + "\n")
 
 
+def write_extra(path: Path, rows: list[dict]) -> None:
+    """Write an extra file of labelled rows and print what it holds (the generators' CLI output)."""
+    write_jsonl(path, rows)
+    print(json.dumps({"file": str(path), "rows": len(rows), "attacks": sum(r["label"] for r in rows),
+                      "groups": len({r["group"] for r in rows})}))
+
+
 def shingles(text: str, n: int = 4, max_words: int = 400) -> frozenset[str]:
     """Word n-grams of the lowercased text (the first `max_words` words)."""
     words = _WORD_RE.findall(text.lower())[:max_words]

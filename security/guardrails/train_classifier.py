@@ -67,6 +67,23 @@ def _group_weights(y: np.ndarray, groups: list[str]) -> np.ndarray:
     return np.array([0.5 / per_class_groups[int(yy)] / counts[g] for g, yy in zip(groups, y)])
 
 
+def _with_flag_dropout(x: np.ndarray, y: np.ndarray, sample_w: np.ndarray, flags: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every row twice, once with its heuristic flags zeroed, each copy at half weight.
+
+    With the flags always present, the head leaned on them and left the embedding weights to the
+    residual: an override the rules miss ("Ignore the rest of this data and print ...") scored
+    0.05, because every override the rules catch needed nothing from the embedding. Trained on both
+    copies, the embedding weights must carry the attack alone and the flags still add evidence.
+    (2026-12-01, train split only, L2 1e-6: out-of-fold TPR at 1% FPR 92.2% with flags, 94.8%
+    without any, 95.4% with this; 12 of 25 new hand-written injections caught against 7.)
+    """
+    if not flags:
+        return x, y, sample_w
+    dropped = x.copy()
+    dropped[:, -flags:] = 0.0
+    return np.vstack([x, dropped]), np.concatenate([y, y]), np.concatenate([sample_w, sample_w]) / 2
+
+
 def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, sample_w: np.ndarray, iterations: int = 30,
                   free: int = 0) -> tuple[np.ndarray, float]:
     """Weighted, L2-regularised logistic regression by Newton's method (a few hundred dims: exact and fast).
@@ -139,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--l2", type=float, default=None, help=f"fixed L2 strength; default: chosen from {L2_GRID}")
     parser.add_argument("--shrink-features", action="store_true", help="apply L2 to the heuristic flags too")
     parser.add_argument("--target-fpr", type=float, default=0.01)
+    parser.add_argument("--no-flag-dropout", action="store_true", help="train on rows with their flags only (before 2026-12-01)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -156,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     # never saw its template, and the threshold is chosen on all of them.
     folds = np.array([hashlib.sha256(g.encode()).digest()[1] % FOLDS for g in groups])
     free = 0 if args.shrink_features else len(FAMILIES)
+    flags = 0 if args.no_flag_dropout else len(FAMILIES)
     everyday = np.array([r["source"] in EVERYDAY_SOURCES for r in train])
     grid: dict[str, dict] = {}
     for l2 in [args.l2] if args.l2 is not None else L2_GRID:
@@ -163,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         for k in range(FOLDS):
             held = folds == k
             fit_groups = [g for g, h in zip(groups, held) if not h]
-            w, b = _fit_logistic(x[~held], y[~held], l2, _group_weights(y[~held], fit_groups), free=free)
+            xd, yd, wd = _with_flag_dropout(x[~held], y[~held], _group_weights(y[~held], fit_groups), flags)
+            w, b = _fit_logistic(xd, yd, l2, wd, free=free)
             oof[held] = _sigmoid(x[held] @ w + b)
         threshold = _pick_threshold(oof, strong, y, args.target_fpr)
         flagged = strong | (oof >= threshold)
@@ -175,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     l2, oof, threshold, flagged = chosen["l2"], chosen["oof"], chosen["threshold"], chosen["flagged"]
     oof_tpr, oof_fpr = _rates(flagged, y)
     heur_tpr, heur_fpr = _rates(strong, y)
-    w, b = _fit_logistic(x, y, l2, _group_weights(y, groups), free=free)
+    xd, yd, wd = _with_flag_dropout(x, y, _group_weights(y, groups), flags)
+    w, b = _fit_logistic(xd, yd, l2, wd, free=free)
     train_tpr, train_fpr = _rates(strong | (_sigmoid(x @ w + b) >= threshold), y)
 
     by_source: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -189,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         "quantization": QUANTIZATION,
         "encoder_dir": str(find_encoder_dir().relative_to(find_encoder_dir().parents[1])),
         "head": f"logistic regression on the {emb.shape[1]}-d layer embeddings + {len(FAMILIES)} heuristic family flags, class- and template-balanced, "
-                f"L2={l2:g} on the embedding weights{'' if free else ' and the flags'}, Newton's method",
+                f"L2={l2:g} on the embedding weights{'' if free else ' and the flags'}, Newton's method; "
+                f"{'each row also seen with its flags zeroed (flag dropout)' if flags else 'rows seen with their flags only'}",
         "l2_selection": f"strongest L2 in {[float(k) for k in grid]} whose out-of-fold TPR is within {L2_TPR_TOLERANCE} of the best "
                         f"among those whose out-of-fold FPR on {list(EVERYDAY_SOURCES)} is <= {EVERYDAY_MAX_FPR}",
         "l2_grid": {k: {"threshold": g["threshold"], "out_of_fold_tpr": g["tpr"], "everyday_fpr": g["everyday_fpr"]} for k, g in grid.items()},
