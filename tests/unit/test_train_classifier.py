@@ -41,3 +41,28 @@ def test_an_attack_the_rules_miss_scores_higher_with_flag_dropout():
 def _swap(parts: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
     x, y, w = parts
     return x, y, 1e-3, w
+
+
+def test_threshold_bound_rises_when_false_positives_cluster_in_few_templates():
+    """40 benign templates of 20 rows; 2 of them score like attacks (mean FPR 5%, under a 10% target).
+    A resampling of templates often draws such a template two or three times: with a 5% bound
+    on the 95th percentile the threshold must clear both."""
+    rng = np.random.default_rng(1)
+    benign_groups = np.repeat([f"b{i}" for i in range(40)], 20)
+    benign_scores = rng.uniform(0.0, 0.3, benign_groups.size)
+    benign_scores[benign_groups == "b0"] = 0.6
+    benign_scores[benign_groups == "b1"] = 0.7
+    attack_scores = rng.uniform(0.5, 1.0, 400)
+    oof = np.concatenate([benign_scores, attack_scores])
+    y = np.concatenate([np.zeros(benign_groups.size), np.ones(400)])
+    groups = np.concatenate([benign_groups, [f"a{i % 20}" for i in range(400)]])
+    strong = np.zeros(y.size, bool)
+    plain = tc._pick_threshold(oof, strong, y, 0.1)
+    bounded, p95 = tc._pick_threshold_bounded(oof, strong, y, groups, 0.1, 0.05)
+    assert plain <= 0.6
+    assert bounded > 0.7 and p95 <= 0.05
+    assert tc._rates(oof >= bounded, y)[1] == 0.0
+    # False positives spread over every template: the bound changes nothing.
+    calm = oof.copy()
+    calm[: benign_groups.size] = benign_scores.clip(max=0.3)
+    assert tc._pick_threshold_bounded(calm, strong, y, groups, 0.02, 0.05)[0] == tc._pick_threshold(calm, strong, y, 0.02)
