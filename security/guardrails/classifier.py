@@ -59,6 +59,8 @@ class SentenceEncoder:
         quantization: `int8` quantizes the linear layers' weights per output channel, activations
             dynamically (CPU only): ~1.7x faster per prompt on 2 cores, each layer's pooled vector
             within ~0.99 cosine of float32 on average. A head must be trained on the same setting.
+            int8 embeds one window per forward pass, so a window's embedding never depends on what
+            it is batched with.
     """
 
     def __init__(self, model_dir: str | os.PathLike[str] | None = None, max_length: int = 128, device: str = "cpu",
@@ -127,6 +129,12 @@ class SentenceEncoder:
         if not all(0 <= layer <= self.num_layers for layer in layers):
             raise ValueError(f"layers must be in 0..{self.num_layers}, got {layers}")
         out: list[np.ndarray] = []
+        if self.quantization == "int8":
+            # Dynamic int8 scales activations per forward pass, over every row and pad of the batch:
+            # batched with other texts, a window's score moved by up to 0.23, so what else a request
+            # carries could push an attack under the threshold. One window per pass makes a
+            # window's embedding its own (training embeds the same way).
+            batch_size = 1
         # Batches of similar length pad less (a corpus mixes 10-token questions with 128-token jailbreaks).
         order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
         with torch.inference_mode():

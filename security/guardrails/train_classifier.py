@@ -182,9 +182,10 @@ def _features(texts: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def _embed_cached(texts: list[str], layers: tuple[int, ...] = LAYERS, quantization: str = QUANTIZATION) -> tuple[np.ndarray, bool]:
-    """Embeddings, reusing `.aegis-cache/embeddings-<quantization>-<layers>.npz` (keyed by text hash): a corpus
+    """Embeddings, reusing `.aegis-cache/embeddings-<quantization>[-single]-<layers>.npz` (keyed by text hash): a corpus
     change or another L2 or FPR target then re-embeds only new texts (embedding all takes minutes on 2 cores)."""
-    cache = Path(".aegis-cache") / f"embeddings-{quantization}-{'-'.join(map(str, layers))}.npz"
+    # "-single": int8 embeddings made one window per forward pass (before 2026-12-01 they were batched).
+    cache = Path(".aegis-cache") / f"embeddings-{quantization}{'-single' if quantization == 'int8' else ''}-{'-'.join(map(str, layers))}.npz"
     keys = [hashlib.sha256(t.encode()).hexdigest()[:24] for t in texts]
     stored = dict(np.load(cache)) if cache.exists() else {}
     missing = sorted({k: t for k, t in zip(keys, texts) if k not in stored}.items())
