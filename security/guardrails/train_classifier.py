@@ -51,8 +51,9 @@ EVERYDAY_MAX_FPR = 0.005
 # holds few such texts: at L2 1e-6 (out-of-fold TPR 97.8%) "2 ** 10" and "(3 + 4) ** 2" scored as
 # attacks ("**" is markdown bold in many jailbreaks), at 1e-4 (96.5% on that corpus) they did not.
 # This rule was set after seeing those probes (not the held-out split).
-# With the generated documents (2026-12-01) it chose 1e-6 (1e-5 fell 2.9 points short); those
-# probes stay clean (unit tests in tests/unit/test_security_guardrails.py).
+# With the generated documents (2026-12-01) it chose 1e-6 (1e-5 fell 2.9 points short); with the
+# bootstrap-bounded threshold below it chose 1e-5 (0.8-1.1 points short of 1e-6). Those probes stay
+# clean (unit tests in tests/unit/test_security_guardrails.py).
 L2_TPR_TOLERANCE = 0.015
 # False positives come a whole template at a time, so the out-of-fold FPR of one draw of templates
 # is a noisy estimate of the FPR on new ones. The threshold must also keep the 95th percentile of
@@ -132,18 +133,8 @@ def _pick_threshold(oof: np.ndarray, strong: np.ndarray, y: np.ndarray, target_f
     return 1.0
 
 
-def _bootstrap_fpr_bound(flagged: np.ndarray, y: np.ndarray, groups: np.ndarray, resamples: np.ndarray) -> float:
-    """95th percentile of benign FPR over resamplings of the benign templates (`resamples`: (B, templates) counts)."""
-    benign = y == 0
-    _, inverse = np.unique(groups[benign], return_inverse=True)
-    fp = np.bincount(inverse, weights=flagged[benign].astype(float), minlength=resamples.shape[1])
-    n = np.bincount(inverse, minlength=resamples.shape[1]).astype(float)
-    return float(np.percentile((resamples @ fp) / (resamples @ n), 95))
-
-
-def _template_resamples(y: np.ndarray, groups: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> np.ndarray:
-    """How often each benign template is drawn in each of `samples` bootstrap resamplings of the templates."""
-    templates = len(np.unique(groups[y == 0]))
+def _template_resamples(templates: int, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> np.ndarray:
+    """(samples, templates): how often each template is drawn in each bootstrap resampling of the templates."""
     draws = np.random.default_rng(seed).integers(0, templates, (samples, templates))
     return np.stack([np.bincount(d, minlength=templates) for d in draws]).astype(float)
 
@@ -155,10 +146,23 @@ def _pick_threshold_bounded(oof: np.ndarray, strong: np.ndarray, y: np.ndarray, 
     Returns (threshold, that percentile). The percentile only falls as the threshold rises, so a
     binary search over the candidate thresholds finds the lowest that passes.
     """
-    resamples = _template_resamples(y, groups)
+    benign = y == 0
+    _, template = np.unique(groups[benign], return_inverse=True)
+    resamples = _template_resamples(int(template.max()) + 1)
+    rows_drawn = resamples @ np.bincount(template).astype(float)
+    flagged_benign = strong[benign]
+    scores_benign = oof[benign]
+    bounds: dict[float, float] = {}
+
+    def bound(t: float) -> float:
+        """95th percentile of benign FPR over the resamplings, at threshold t."""
+        if t not in bounds:
+            fp = np.bincount(template, weights=(flagged_benign | (scores_benign >= t)).astype(float))
+            bounds[t] = float(np.percentile((resamples @ fp) / rows_drawn, 95))
+        return bounds[t]
+
     start = _pick_threshold(oof, strong, y, target_fpr)
     candidates = sorted({t for t in np.round(oof, 4).tolist() if t >= start} | {start, 1.0})
-    bound = lambda t: _bootstrap_fpr_bound(strong | (oof >= t), y, groups, resamples)
     lo, hi = 0, len(candidates) - 1
     while lo < hi:
         mid = (lo + hi) // 2
