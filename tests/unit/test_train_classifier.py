@@ -66,3 +66,50 @@ def test_threshold_bound_rises_when_false_positives_cluster_in_few_templates():
     calm = oof.copy()
     calm[: benign_groups.size] = benign_scores.clip(max=0.3)
     assert tc._pick_threshold_bounded(calm, strong, y, groups, 0.02, 0.05)[0] == tc._pick_threshold(calm, strong, y, 0.02)
+
+
+def _bags(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Windows of 300 texts: column 0 is high on an attack window, low elsewhere; column 1 a flag
+    that never fires. Texts 0-99 benign (1-3 windows), 100-199 short attacks (1 window), 200-299
+    long attacks of 3 windows whose instruction sits in the last (a planted instruction at the end
+    of a document): their first windows look benign."""
+    rng = np.random.default_rng(seed)
+    sizes = [1 + i % 3 for i in range(100)] + [1] * 100 + [3] * 100
+    owner = np.repeat(np.arange(300), sizes)
+    attack_window = np.zeros(len(owner), bool)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    attack_window[starts[100:200]] = True
+    attack_window[starts[200:] + 2] = True
+    x = np.column_stack([np.where(attack_window, 1.0, -1.0) + rng.normal(0, 0.4, len(owner)), np.zeros(len(owner))])
+    y = (np.arange(300) >= 100).astype(float)
+    return x, owner, y
+
+
+def test_window_fit_takes_the_planted_window_of_a_long_attack_as_its_positive():
+    x, owner, y = _bags()
+    weights = np.full(300, 1 / 300)
+    w, b, positive = tc._fit_windows(x, owner, y, weights, 1e-3, flags=1, free=1)
+    starts = np.concatenate([[0], np.cumsum(np.bincount(owner))[:-1]])
+    assert (positive[:100] == -1).all()
+    assert (positive[100:200] == starts[100:200]).all()
+    assert (positive[200:] == starts[200:] + 2).all()
+    text_scores = tc._text_max(tc._sigmoid(x @ w + b), owner, 300)
+    assert (text_scores[200:] > 0.5).mean() > 0.95 and (text_scores[:100] < 0.5).mean() > 0.95
+
+
+def test_window_fit_beats_a_fit_on_first_windows_for_long_attacks():
+    """The head fitted on each text's first window (what training did before) learns that the
+    benign-looking opening of a long attack is an attack, and flags benign texts with it."""
+    x, owner, y = _bags(1)
+    weights = np.full(300, 1 / 300)
+    starts = np.concatenate([[0], np.cumsum(np.bincount(owner))[:-1]])
+    first_w, first_b = tc._fit_logistic(x[starts], y, 1e-3, weights, free=1)
+    w, b, _ = tc._fit_windows(x, owner, y, weights, 1e-3, flags=1, free=1)
+    benign_fpr = lambda wb: float((tc._text_max(tc._sigmoid(x @ wb[0] + wb[1]), owner, 300)[:100] >= 0.5).mean())
+    attack_tpr = lambda wb: float((tc._text_max(tc._sigmoid(x @ wb[0] + wb[1]), owner, 300)[100:] >= 0.5).mean())
+    assert benign_fpr((w, b)) < 0.1 and attack_tpr((w, b)) > 0.95
+    assert benign_fpr((first_w, first_b)) > 0.5
+
+
+def test_text_max_takes_each_texts_highest_window():
+    assert tc._text_max(np.array([0.1, 0.9, 0.3, 0.2]), np.array([0, 0, 1, 1]), 2).tolist() == [0.9, 0.3]
