@@ -113,3 +113,15 @@ def test_window_fit_beats_a_fit_on_first_windows_for_long_attacks():
 
 def test_text_max_takes_each_texts_highest_window():
     assert tc._text_max(np.array([0.1, 0.9, 0.3, 0.2]), np.array([0, 0, 1, 1]), 2).tolist() == [0.9, 0.3]
+
+
+def test_newton_fit_stays_finite_on_separable_rows_from_a_far_start():
+    """Separable rows with almost no shrinkage, refitted from a large earlier solution: a plain
+    Newton step overflowed there and left a singular Hessian (a training run stopped on it)."""
+    rng = np.random.default_rng(2)
+    y = (np.arange(200) % 2).astype(float)
+    x = np.column_stack([np.where(y == 1, 3.0, -3.0) + rng.normal(0, 0.3, 200), rng.normal(0, 1, 200)])
+    weights = np.full(200, 1 / 200)
+    w, b = tc._fit_logistic(x, y, 1e-8, weights, init=(np.array([400.0, -300.0], np.float32), 50.0))
+    assert np.isfinite(w).all() and np.isfinite(b)
+    assert ((tc._sigmoid(x @ w + b) >= 0.5) == (y == 1)).all()
