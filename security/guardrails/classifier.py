@@ -235,14 +235,14 @@ class EmbeddingHeadClassifier:
 
                 features = [scan_heuristics(normalize(t)).features() for t in texts]
             x = np.hstack([x, np.asarray(features, np.float32)[owner]])
-        return _max_per_text(1.0 / (1.0 + np.exp(-(x @ self._w + self._b))), owner, len(texts))
+        return max_per_text(1.0 / (1.0 + np.exp(-(x @ self._w + self._b))), owner, len(texts)).tolist()
 
 
-def _max_per_text(window_probs: np.ndarray, owner: np.ndarray, texts: int) -> list[float]:
-    """Each text's highest window probability."""
+def max_per_text(window_probs: np.ndarray, owner: np.ndarray, texts: int) -> np.ndarray:
+    """Each text's highest window probability: the scanner's verdict, and what training fits the threshold to."""
     best = np.zeros(texts)
     np.maximum.at(best, owner, window_probs)
-    return best.tolist()
+    return best
 
 
 class HFSequenceClassifier:
@@ -281,7 +281,7 @@ class HFSequenceClassifier:
                 rows = [{"input_ids": ids} for ids in encoded["input_ids"][start : start + 16]]
                 batch = self._tokenizer.pad(rows, return_tensors="pt").to(self._device)
                 probs.append(torch.softmax(self._model(**batch).logits.float(), dim=-1)[:, self._pos].cpu().numpy())
-        return _max_per_text(np.concatenate(probs), owner, len(texts))
+        return max_per_text(np.concatenate(probs), owner, len(texts)).tolist()
 
 
 def load_report(path: Path | None = None) -> dict:

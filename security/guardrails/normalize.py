@@ -58,6 +58,13 @@ class Normalized:
         text = views.get("despaced", self.text) if "spaced" in self.flags else self.text
         return text.translate(_LEET) if "leet" in self.flags else text
 
+    @property
+    def classifier_chunks(self) -> list[str]:
+        """What the classifier scores for this input, window by window: `for_classifier` and, when
+        payloads were decoded, their texts joined (many small ones cost a window per ~100 tokens,
+        not a forward pass each). The scanner and the head's training both read this."""
+        return [self.for_classifier] + (["\n".join(decoded for _, decoded in self.decoded)] if self.decoded else [])
+
 
 def _printable_ratio(text: str) -> float:
     if not text:

@@ -107,10 +107,7 @@ class PromptScanner:
         chunks: list[str] = []
         features: list[list[float]] = []
         for norm, result in zip(normalized, results):
-            chunks.append(norm.for_classifier)
-            if norm.decoded:
-                # Payloads joined: many small ones cost a window per ~100 tokens, not a pass each.
-                chunks.append("\n".join(decoded for _, decoded in norm.decoded))
+            chunks += norm.classifier_chunks
             features += [result.features()] * (len(chunks) - len(features))  # weak evidence anywhere counts for each part
         score = max(self.classifier.score(chunks, features))
         if score >= self.classifier.threshold:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from security.guardrails.classifier import HEAD_PATH, SentenceEncoder, find_encoder_dir, save_head
+from security.guardrails.classifier import HEAD_PATH, SentenceEncoder, find_encoder_dir, max_per_text, save_head
 from security.guardrails.corpus import CORPUS_PATH
 from security.guardrails.heuristics import FAMILIES, scan_heuristics
 from security.guardrails.normalize import normalize
@@ -199,14 +199,13 @@ def _pick_threshold_bounded(oof: np.ndarray, strong: np.ndarray, y: np.ndarray, 
 def _features(texts: list[str]) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
     """Heuristic family features, strong-hit flags and the chunks the classifier reads, as the scanner computes them.
 
-    A text's chunks are its normalised form and, when it carried encoded payloads, their decoded
-    text joined (`PromptScanner.scan_texts`); the scanner scores every window of every chunk.
+    A text's chunks are `Normalized.classifier_chunks`; the scanner scores every window of every chunk.
     """
     chunks, feats, strong = [], [], []
     for text in texts:
         norm = normalize(text)
         result = scan_heuristics(norm)
-        chunks.append([norm.for_classifier] + (["\n".join(decoded for _, decoded in norm.decoded)] if norm.decoded else []))
+        chunks.append(norm.classifier_chunks)
         feats.append(result.features())
         strong.append(result.strong)
     return np.asarray(feats, np.float64), np.asarray(strong, bool), chunks
@@ -236,6 +235,12 @@ def _embed_windows_cached(texts: list[str], layers: tuple[int, ...] = LAYERS, qu
     return np.concatenate(per_text), owner, not missing
 
 
+def _window_layout(owner: np.ndarray, texts: int) -> tuple[np.ndarray, np.ndarray]:
+    """(windows per text, row of each text's first window); a text's windows are consecutive rows."""
+    windows = np.bincount(owner, minlength=texts)
+    return windows, np.concatenate([[0], np.cumsum(windows)[:-1]])
+
+
 def _fit_windows(x: np.ndarray, owner: np.ndarray, y: np.ndarray, text_w: np.ndarray, l2: float, flags: int, free: int,
                  max_rounds: int = 3) -> tuple[np.ndarray, float, np.ndarray]:
     """Fits the head on windows, the unit the scanner scores, and returns (weight, bias, positive window per attack).
@@ -259,10 +264,9 @@ def _fit_windows(x: np.ndarray, owner: np.ndarray, y: np.ndarray, text_w: np.nda
     Returns:
         (weight, bias, positive): positive is the window index of each attack text (-1 for benign ones).
     """
-    windows = np.bincount(owner, minlength=len(y))
+    windows, first_row = _window_layout(owner, len(y))
     benign_rows = np.flatnonzero(y[owner] == 0)
     single_attack = np.flatnonzero((y == 1) & (windows == 1))
-    first_row = np.concatenate([[0], np.cumsum(windows)[:-1]])
     bags = np.flatnonzero((y == 1) & (windows > 1))
     positive = np.full(len(y), -1)
     positive[single_attack] = first_row[single_attack]
@@ -282,13 +286,6 @@ def _fit_windows(x: np.ndarray, owner: np.ndarray, y: np.ndarray, text_w: np.nda
             break
         positive[bags] = best
     return theta[0], theta[1], positive
-
-
-def _text_max(window_scores: np.ndarray, owner: np.ndarray, texts: int) -> np.ndarray:
-    """Each text's highest window score, as the scanner decides."""
-    best = np.full(texts, -np.inf)
-    np.maximum.at(best, owner, window_scores)
-    return best
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             fit_rows = ~held[owner]
             fit_owner = np.cumsum(~held)[owner[fit_rows]] - 1  # the fold's texts renumbered from 0
             w, b, _ = _fit_windows(x[fit_rows], fit_owner, y[~held], _group_weights(y[~held], fit_groups), l2, flags, free)
-            oof[held] = _text_max(_sigmoid(x[~fit_rows] @ w + b), owner[~fit_rows], len(y))[held]
+            oof[held] = max_per_text(_sigmoid(x[~fit_rows] @ w + b), owner[~fit_rows], len(y))[held]
             print(f"L2 {l2:g}, fold {k + 1} of {FOLDS} fitted ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
         threshold, fpr_p95 = _pick_threshold_bounded(oof, strong, y, np.asarray(groups), args.target_fpr, args.fpr_bound)
         flagged = strong | (oof >= threshold)
@@ -344,9 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     oof_tpr, oof_fpr = _rates(flagged, y)
     heur_tpr, heur_fpr = _rates(strong, y)
     w, b, positive = _fit_windows(x, owner, y, _group_weights(y, groups), l2, flags, free)
-    train_tpr, train_fpr = _rates(strong | (_text_max(_sigmoid(x @ w + b), owner, len(y)) >= threshold), y)
-    windows = np.bincount(owner, minlength=len(y))
-    first_row = np.concatenate([[0], np.cumsum(windows)[:-1]])
+    train_tpr, train_fpr = _rates(strong | (max_per_text(_sigmoid(x @ w + b), owner, len(y)) >= threshold), y)
+    windows, first_row = _window_layout(owner, len(y))
     bags = (y == 1) & (windows > 1)
 
     by_source: dict[str, list[int]] = defaultdict(lambda: [0, 0])

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from security.guardrails.classifier import EmbeddingHeadClassifier, SentenceEncoder
+from security.guardrails.classifier import EmbeddingHeadClassifier, SentenceEncoder, max_per_text
 from security.guardrails.limits import InputLimits
 from security.guardrails.normalize import normalize
 from security.guardrails.scanner import PromptScanner
@@ -229,7 +229,7 @@ def test_training_sees_every_window_the_scanner_scores(full_scanner, tmp_path):
     again, _, cached = tc._embed_windows_cached(normalized, layers=classifier.layers, cache_dir=tmp_path)
     assert cached and np.array_equal(again, emb)
     x = np.hstack([emb, feats[owner]])
-    trained_view = tc._text_max(tc._sigmoid(x @ classifier._w + classifier._b), owner, len(texts))
+    trained_view = max_per_text(tc._sigmoid(x @ classifier._w + classifier._b), owner, len(texts))
     for text, expected in zip(texts, trained_view):
         result = full_scanner.scan(text)
         assert result.layer == "classifier" and result.score == pytest.approx(expected, abs=1e-6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from security.guardrails import train_classifier as tc
+from security.guardrails.classifier import max_per_text
 
 
 def _data(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +94,7 @@ def test_window_fit_takes_the_planted_window_of_a_long_attack_as_its_positive():
     assert (positive[:100] == -1).all()
     assert (positive[100:200] == starts[100:200]).all()
     assert (positive[200:] == starts[200:] + 2).all()
-    text_scores = tc._text_max(tc._sigmoid(x @ w + b), owner, 300)
+    text_scores = max_per_text(tc._sigmoid(x @ w + b), owner, 300)
     assert (text_scores[200:] > 0.5).mean() > 0.95 and (text_scores[:100] < 0.5).mean() > 0.95
 
 
@@ -105,14 +106,14 @@ def test_window_fit_beats_a_fit_on_first_windows_for_long_attacks():
     starts = np.concatenate([[0], np.cumsum(np.bincount(owner))[:-1]])
     first_w, first_b = tc._fit_logistic(x[starts], y, 1e-3, weights, free=1)
     w, b, _ = tc._fit_windows(x, owner, y, weights, 1e-3, flags=1, free=1)
-    benign_fpr = lambda wb: float((tc._text_max(tc._sigmoid(x @ wb[0] + wb[1]), owner, 300)[:100] >= 0.5).mean())
-    attack_tpr = lambda wb: float((tc._text_max(tc._sigmoid(x @ wb[0] + wb[1]), owner, 300)[100:] >= 0.5).mean())
+    benign_fpr = lambda wb: float((max_per_text(tc._sigmoid(x @ wb[0] + wb[1]), owner, 300)[:100] >= 0.5).mean())
+    attack_tpr = lambda wb: float((max_per_text(tc._sigmoid(x @ wb[0] + wb[1]), owner, 300)[100:] >= 0.5).mean())
     assert benign_fpr((w, b)) < 0.1 and attack_tpr((w, b)) > 0.95
     assert benign_fpr((first_w, first_b)) > 0.5
 
 
-def test_text_max_takes_each_texts_highest_window():
-    assert tc._text_max(np.array([0.1, 0.9, 0.3, 0.2]), np.array([0, 0, 1, 1]), 2).tolist() == [0.9, 0.3]
+def test_max_per_text_takes_each_texts_highest_window():
+    assert max_per_text(np.array([0.1, 0.9, 0.3, 0.2]), np.array([0, 0, 1, 1]), 2).tolist() == [0.9, 0.3]
 
 
 def test_newton_fit_stays_finite_on_separable_rows_from_a_far_start():
