@@ -100,7 +100,9 @@ def _segment_attention(states, segment, windows: int, queries):
     """`classifier.attention_pool` on unpadded token rows (segment = window of each row), unit-norm, flattened.
 
     The same softmax over each window's tokens; training batches mix 10-token and 128-token
-    windows (53 on average in the corpus), so padding each to 128 would carry 2.4x the token rows.
+    windows (53 on average in the corpus). Padding each batch and calling `attention_pool` made an
+    epoch 1.3x slower (6.5 s against 4.9 s on 2 cores, measured 2026-12-01); the scanner's
+    agreement with this path is a unit test (`test_training_sees_every_window_the_scanner_scores`).
     """
     import torch
 

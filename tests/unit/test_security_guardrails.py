@@ -235,10 +235,11 @@ def test_training_sees_every_window_the_scanner_scores(full_scanner, tmp_path):
     assert cached and np.array_equal(again, emb) and all(np.array_equal(tokens[k], tokens_again[k]) for k in tokens)
     head = FittedHead(classifier._w, classifier._b, list(classifier.attention))
     trained_view = score_texts(head, WindowSet(emb, owner, feats, lengths, tokens), np.arange(len(texts)))
-    # Training keeps token states in float16 (the cache holds a million tokens): scores agree to ~1e-3.
+    # Training keeps token states in float16 (the cache holds a million tokens): scores differ by up to
+    # ~2e-5 (1.5e-5 measured here; 4.5e-6 over 60 corpus texts). Before the attention pools they agreed to 1e-6.
     for text, expected in zip(texts, trained_view):
         result = full_scanner.scan(text)
-        assert result.layer == "classifier" and result.score == pytest.approx(expected, abs=2e-3)
+        assert result.layer == "classifier" and result.score == pytest.approx(expected, abs=1e-4)
 
 
 def test_training_reads_a_decoded_payload_as_the_scanner_does():
