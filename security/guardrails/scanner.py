@@ -46,7 +46,8 @@ def build_classifier(settings: InjectionSettings) -> InjectionClassifier | None:
         return None
     if settings.classifier == "hf_sequence":
         return HFSequenceClassifier(settings.hf_model or "", settings.hf_positive_label, settings.threshold or 0.5, settings.device)
-    encoder = SentenceEncoder(settings.encoder_path, device=settings.device, quantization=settings.encoder_quantization)
+    encoder = SentenceEncoder(settings.encoder_path, device=settings.device, quantization=settings.encoder_quantization,
+                              cache_dir=settings.encoder_cache_dir)
     return EmbeddingHeadClassifier(encoder, settings.head_path, settings.threshold)
 
 

