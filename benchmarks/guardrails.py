@@ -25,28 +25,36 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def injection_benchmark() -> dict:
-    """Scan every held-out example with heuristics alone and with heuristics + classifier."""
+def build_scanners() -> dict:
+    """The scanners compared, built once: heuristics alone, the shipped scanner, and its head on a float32 encoder."""
     import torch
 
     # One thread per scan: the ingress scans requests concurrently, one per worker thread, and on
     # a shared 2-core machine more threads per scan only add contention (AEGIS_BENCH_THREADS overrides).
     torch.set_num_threads(int(os.environ.get("AEGIS_BENCH_THREADS", "1")))
     from security.guardrails.classifier import EmbeddingHeadClassifier, SentenceEncoder
-    from security.guardrails.corpus import CORPUS_PATH
     from security.guardrails.scanner import PromptScanner
     from security.settings import InjectionSettings
 
-    rows = [json.loads(line) for line in CORPUS_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
-    test = [r for r in rows if r["split"] == "test"]
     shipped = InjectionSettings()
-    scanners = {
+    return {
         "heuristics": PromptScanner(InjectionSettings(classifier="none")),
         "heuristics+classifier": PromptScanner.from_settings(shipped),
-        # The same head on the unquantized encoder: what int8 buys in latency and costs in accuracy.
+        # The same head on torch's float32 encoder (what a GPU runs): what int8 on ONNX Runtime buys
+        # in latency and costs in accuracy.
         "heuristics+classifier, float32 encoder": PromptScanner(
             shipped, EmbeddingHeadClassifier(SentenceEncoder(quantization="none"))),
     }
+
+
+def injection_benchmark(scanners: dict) -> dict:
+    """Scan every held-out example with each scanner."""
+    import torch
+
+    from security.guardrails.corpus import CORPUS_PATH
+
+    rows = [json.loads(line) for line in CORPUS_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
+    test = [r for r in rows if r["split"] == "test"]
     out: dict = {"examples": len(test), "attacks": sum(r["label"] for r in test), "torch_threads": torch.get_num_threads()}
     head_scores: list[tuple[bool, float, int]] = []  # (decided by a strong heuristic, head score, label)
     for name, scanner in scanners.items():
@@ -97,6 +105,33 @@ def injection_benchmark() -> dict:
             "tpr": sum(f for f, label in flagged if label) / out["attacks"],
             "fpr": sum(f for f, label in flagged if not label) / (len(test) - out["attacks"]),
         }
+    return out
+
+
+def fresh_benchmark(scanners: dict) -> dict:
+    """Scan the fresh set (`data/fresh_eval.jsonl`): real prompts from packages the corpus does not
+    use, decontaminated against it, never trained, tuned or selected on (`corpus_sources_fresh.py`)."""
+    from security.guardrails.corpus_sources_fresh import OUT_PATH
+
+    rows = [json.loads(line) for line in OUT_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
+    attacks = sum(r["label"] for r in rows)
+    out: dict = {"examples": len(rows), "attacks": attacks}
+    for name, scanner in scanners.items():
+        flagged: Counter[str] = Counter()
+        seen: Counter[str] = Counter()
+        latencies_ms: list[float] = []
+        for r in rows:
+            started = time.perf_counter()
+            verdict = scanner.scan(r["text"]).is_injection
+            latencies_ms.append((time.perf_counter() - started) * 1000)
+            source = f"{r['source']} ({'attack' if r['label'] else 'benign'})"
+            seen[source] += 1
+            flagged[source] += verdict
+        tp = sum(flagged[s] for s in seen if s.endswith("(attack)"))
+        fp = sum(flagged[s] for s in seen if s.endswith("(benign)"))
+        out[name] = {"tpr": tp / attacks, "fpr": fp / (len(rows) - attacks), "false_positives": fp, "missed": attacks - tp,
+                     "p50_ms": statistics.median(latencies_ms), "p99_ms": _percentile(latencies_ms, 99),
+                     "flagged_by_source": {s: f"{flagged[s]}/{n}" for s, n in sorted(seen.items())}}
     return out
 
 
@@ -189,9 +224,11 @@ def scanners_in(injection: dict) -> list[str]:
 
 def main() -> int:
     load_at_start = os.getloadavg()[0]
-    injection = injection_benchmark()
+    scanners = build_scanners()
+    injection = injection_benchmark(scanners)
+    fresh = fresh_benchmark(scanners)
     redaction = redaction_benchmark()
-    result = {"injection": injection, "redaction": redaction, "cpu_count": os.cpu_count(),
+    result = {"injection": injection, "fresh": fresh, "redaction": redaction, "cpu_count": os.cpu_count(),
               "load_average_1m_at_start": load_at_start, "load_average_1m_at_end": os.getloadavg()[0]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
@@ -202,6 +239,15 @@ def main() -> int:
         print(f"| {name} | {m['tpr']:.1%} | {m['fpr']:.1%} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
     for name, m in injection["other_operating_points"].items():
         print(f"| heuristics+classifier, threshold {m['threshold']:.3f} ({name}) | {m['tpr']:.1%} | {m['fpr']:.1%} | | |")
+    int8, float32 = injection["heuristics+classifier"], injection["heuristics+classifier, float32 encoder"]
+    print(f"\nint8 ONNX Runtime encoder vs torch float32, p50: {float32['p50_ms'] / int8['p50_ms']:.2f}x faster; "
+          f"p99: {float32['p99_ms'] / int8['p99_ms']:.2f}x")
+    print(f"\nPrompt injection, fresh set ({fresh['examples']} real prompts from packages the corpus does not use, "
+          f"{fresh['attacks']} attacks)\n")
+    print("| layers | TPR | FPR | p50 ms | p99 ms |\n| --- | --- | --- | --- | --- |")
+    for name in scanners_in(fresh):
+        m = fresh[name]
+        print(f"| {name} | {m['tpr']:.1%} | {m['fpr']:.1%} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
     print("\nRedaction (generated labelled set)\n\n| type | precision | recall | n |\n| --- | --- | --- | --- |")
     for entity, m in redaction["per_type"].items():
         print(f"| {entity} | {m['precision']:.1%} | {m['recall']:.1%} | {m['support']} |")
