@@ -166,7 +166,7 @@ class InjectionSettings(BaseModel):
     )
     encoder_cache_dir: str = Field(
         default_factory=lambda: os.environ.get("AEGIS_MODEL_CACHE_DIR", str(Path.home() / ".cache" / "aegis" / "models")),
-        description="Where the int8 encoder graph is built once and shared by replicas (the serving model cache).",
+        description="Where the int8 encoder graph is built once and shared by replicas; the app passes its model_cache_dir.",
     )
 
     @model_validator(mode="after")

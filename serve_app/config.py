@@ -298,10 +298,18 @@ class AppConfig(_Strict):
         return load_workflows(self.workflows or None, path)
 
     def security_settings(self) -> Any:
-        """The validated `SecuritySettings`: the environment, overridden by `security:`."""
+        """The validated `SecuritySettings`: the environment, overridden by `security:`.
+
+        The injection scanner's int8 encoder is built into `model_cache_dir` unless its own
+        `encoder_cache_dir` is set (in `security:` or AEGIS_INJECTION__ENCODER_CACHE_DIR).
+        """
         from security.settings import load_security_settings
 
-        return load_security_settings(**self.security)
+        settings = load_security_settings(**self.security)
+        if "encoder_cache_dir" in settings.injection.model_fields_set:
+            return settings
+        injection = settings.injection.model_copy(update={"encoder_cache_dir": self.model_cache_dir})
+        return settings.model_copy(update={"injection": injection})
 
     @field_validator("models")
     @classmethod

@@ -29,6 +29,17 @@ def test_shipped_serve_config_is_valid():
     assert chat.deployment.autoscaling is not None
 
 
+def test_scanner_encoder_is_built_in_the_model_cache_unless_told_otherwise(tmp_path, monkeypatch):
+    monkeypatch.delenv("AEGIS_INJECTION__ENCODER_CACHE_DIR", raising=False)
+    config = load_app_config({**_args(), "model_cache_dir": str(tmp_path / "models")})
+    assert config.security_settings().injection.encoder_cache_dir == str(tmp_path / "models")
+    own = load_app_config({**_args(), "model_cache_dir": str(tmp_path / "models"),
+                           "security": {"injection": {"encoder_cache_dir": str(tmp_path / "onnx")}}})
+    assert own.security_settings().injection.encoder_cache_dir == str(tmp_path / "onnx")
+    monkeypatch.setenv("AEGIS_INJECTION__ENCODER_CACHE_DIR", str(tmp_path / "env"))
+    assert config.security_settings().injection.encoder_cache_dir == str(tmp_path / "env")
+
+
 @pytest.mark.parametrize("override, field", [
     ({"batching": {"max_batch_size": 0}}, "args.models.0.batching.max_batch_size"),
     ({"batching": {"batch_wait_timeout_s": -1}}, "args.models.0.batching.batch_wait_timeout_s"),
