@@ -59,40 +59,16 @@ def injection_benchmark(scanners: dict) -> dict:
     head_scores: list[tuple[bool, float, int]] = []  # (decided by a strong heuristic, head score, label)
     for name, scanner in scanners.items():
         scanner.scan("warm-up text")
-        latencies_ms: list[float] = []
-        tp = fp = 0
+        results, out[name] = _scan_set(scanner, test)
         by_variant: Counter[str] = Counter()
         missed_variant: Counter[str] = Counter()
-        by_source: Counter[str] = Counter()
-        flagged_source: Counter[str] = Counter()
-        for r in test:
-            started = time.perf_counter()
-            result = scanner.scan(r["text"])
-            latencies_ms.append((time.perf_counter() - started) * 1000)
-            verdict = result.is_injection
+        for r, result in zip(test, results):
             if name == "heuristics+classifier":
                 head_scores.append((result.layer == "heuristics", result.score, r["label"]))
-            source = f"{r['source']} ({'attack' if r['label'] else 'benign'})"
-            by_source[source] += 1
-            flagged_source[source] += verdict
             if r["label"]:
-                tp += verdict
                 by_variant[r["variant"]] += 1
-                missed_variant[r["variant"]] += not verdict
-            else:
-                fp += verdict
-        attacks = out["attacks"]
-        benign = len(test) - attacks
-        out[name] = {
-            "tpr": tp / attacks,
-            "fpr": fp / benign,
-            "false_positives": fp,
-            "missed": attacks - tp,
-            "p50_ms": statistics.median(latencies_ms),
-            "p99_ms": _percentile(latencies_ms, 99),
-            "missed_by_variant": {v: f"{missed_variant[v]}/{n}" for v, n in sorted(by_variant.items())},
-            "flagged_by_source": {v: f"{flagged_source[v]}/{n}" for v, n in sorted(by_source.items())},
-        }
+                missed_variant[r["variant"]] += not result.is_injection
+        out[name]["missed_by_variant"] = {v: f"{missed_variant[v]}/{n}" for v, n in sorted(by_variant.items())}
     # The same scores at the thresholds the training report gives for other out-of-fold FPR targets:
     # the trade-off, shown, not used to pick the shipped threshold (that rule is fixed in training).
     from security.guardrails.classifier import load_report
@@ -117,22 +93,28 @@ def fresh_benchmark(scanners: dict) -> dict:
     attacks = sum(r["label"] for r in rows)
     out: dict = {"examples": len(rows), "attacks": attacks}
     for name, scanner in scanners.items():
-        flagged: Counter[str] = Counter()
-        seen: Counter[str] = Counter()
-        latencies_ms: list[float] = []
-        for r in rows:
-            started = time.perf_counter()
-            verdict = scanner.scan(r["text"]).is_injection
-            latencies_ms.append((time.perf_counter() - started) * 1000)
-            source = f"{r['source']} ({'attack' if r['label'] else 'benign'})"
-            seen[source] += 1
-            flagged[source] += verdict
-        tp = sum(flagged[s] for s in seen if s.endswith("(attack)"))
-        fp = sum(flagged[s] for s in seen if s.endswith("(benign)"))
-        out[name] = {"tpr": tp / attacks, "fpr": fp / (len(rows) - attacks), "false_positives": fp, "missed": attacks - tp,
+        out[name] = _scan_set(scanner, rows)[1]
+    return out
+
+
+def _scan_set(scanner, rows: list[dict]) -> tuple[list, dict]:
+    """Each row's scan result, and TPR, FPR, latency and flagged counts per source (`source (attack|benign)`)."""
+    results, latencies_ms = [], []
+    flagged: Counter[str] = Counter()
+    seen: Counter[str] = Counter()
+    for r in rows:
+        started = time.perf_counter()
+        results.append(scanner.scan(r["text"]))
+        latencies_ms.append((time.perf_counter() - started) * 1000)
+        source = f"{r['source']} ({'attack' if r['label'] else 'benign'})"
+        seen[source] += 1
+        flagged[source] += results[-1].is_injection
+    attacks = sum(r["label"] for r in rows)
+    tp = sum(flagged[s] for s in seen if s.endswith("(attack)"))
+    fp = sum(flagged[s] for s in seen if s.endswith("(benign)"))
+    return results, {"tpr": tp / attacks, "fpr": fp / (len(rows) - attacks), "false_positives": fp, "missed": attacks - tp,
                      "p50_ms": statistics.median(latencies_ms), "p99_ms": _percentile(latencies_ms, 99),
                      "flagged_by_source": {s: f"{flagged[s]}/{n}" for s, n in sorted(seen.items())}}
-    return out
 
 
 def _redaction_set(seed: int = 7, n: int = 400) -> list[tuple[str, list[tuple[str, str]]]]:

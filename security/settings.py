@@ -136,6 +136,11 @@ class InputLimitSettings(BaseModel):
     max_prompt_tokens: int = Field(default=8192, ge=1)
 
 
+def default_model_cache_dir() -> str:
+    """AEGIS_MODEL_CACHE_DIR, else ~/.cache/aegis/models: converted and downloaded weights, the int8 encoder graph."""
+    return os.environ.get("AEGIS_MODEL_CACHE_DIR", str(Path.home() / ".cache" / "aegis" / "models"))
+
+
 class InjectionSettings(BaseModel):
     """Prompt-injection scanning: heuristics, then a classifier, with a per-route/tenant policy."""
 
@@ -165,7 +170,7 @@ class InjectionSettings(BaseModel):
         "Use 'none' (torch) on a GPU.",
     )
     encoder_cache_dir: str = Field(
-        default_factory=lambda: os.environ.get("AEGIS_MODEL_CACHE_DIR", str(Path.home() / ".cache" / "aegis" / "models")),
+        default_factory=default_model_cache_dir,
         description="Where the int8 encoder graph is built once and shared by replicas; the app passes its model_cache_dir.",
     )
 

