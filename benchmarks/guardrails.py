@@ -84,17 +84,26 @@ def injection_benchmark(scanners: dict) -> dict:
     return out
 
 
-def fresh_benchmark(scanners: dict) -> dict:
-    """Scan the fresh set (`data/fresh_eval.jsonl`): real prompts from packages the corpus does not
-    use, decontaminated against it, never trained, tuned or selected on (`corpus_sources_fresh.py`)."""
-    from security.guardrails.corpus_sources_fresh import OUT_PATH
-
-    rows = [json.loads(line) for line in OUT_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
+def eval_set_benchmark(scanners: dict, path: Path) -> dict:
+    """Scan one of the evaluation sets built from packages the corpus does not use, decontaminated
+    against it and never trained, tuned or selected on: the fresh set (`corpus_sources_fresh.py`)
+    or the third set (`corpus_sources_third.py`)."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     attacks = sum(r["label"] for r in rows)
     out: dict = {"examples": len(rows), "attacks": attacks}
     for name, scanner in scanners.items():
         out[name] = _scan_set(scanner, rows)[1]
     return out
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a rate: the third set has few attacks, so its TPR is shown with one."""
+    if n == 0:
+        return 0.0, 1.0
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) + z * z / (4 * n)) / n) ** 0.5 / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _scan_set(scanner, rows: list[dict]) -> tuple[list, dict]:
@@ -112,7 +121,9 @@ def _scan_set(scanner, rows: list[dict]) -> tuple[list, dict]:
     attacks = sum(r["label"] for r in rows)
     tp = sum(flagged[s] for s in seen if s.endswith("(attack)"))
     fp = sum(flagged[s] for s in seen if s.endswith("(benign)"))
-    return results, {"tpr": tp / attacks, "fpr": fp / (len(rows) - attacks), "false_positives": fp, "missed": attacks - tp,
+    benign = len(rows) - attacks
+    return results, {"tpr": tp / attacks, "fpr": fp / benign, "false_positives": fp, "missed": attacks - tp,
+                     "tpr_95ci": wilson_interval(tp, attacks), "fpr_95ci": wilson_interval(fp, benign),
                      "p50_ms": statistics.median(latencies_ms), "p99_ms": _percentile(latencies_ms, 99),
                      "flagged_by_source": {s: f"{flagged[s]}/{n}" for s, n in sorted(seen.items())}}
 
@@ -208,9 +219,12 @@ def main() -> int:
     load_at_start = os.getloadavg()[0]
     scanners = build_scanners()
     injection = injection_benchmark(scanners)
-    fresh = fresh_benchmark(scanners)
+    from security.guardrails import corpus_sources_fresh, corpus_sources_third
+
+    sets = {"fresh": eval_set_benchmark(scanners, corpus_sources_fresh.OUT_PATH),
+            "third": eval_set_benchmark(scanners, corpus_sources_third.OUT_PATH)}
     redaction = redaction_benchmark()
-    result = {"injection": injection, "fresh": fresh, "redaction": redaction, "cpu_count": os.cpu_count(),
+    result = {"injection": injection, **sets, "redaction": redaction, "cpu_count": os.cpu_count(),
               "load_average_1m_at_start": load_at_start, "load_average_1m_at_end": os.getloadavg()[0]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
@@ -224,12 +238,15 @@ def main() -> int:
     int8, float32 = injection["heuristics+classifier"], injection["heuristics+classifier, float32 encoder"]
     print(f"\nint8 ONNX Runtime encoder vs torch float32, p50: {float32['p50_ms'] / int8['p50_ms']:.2f}x faster; "
           f"p99: {float32['p99_ms'] / int8['p99_ms']:.2f}x")
-    print(f"\nPrompt injection, fresh set ({fresh['examples']} real prompts from packages the corpus does not use, "
-          f"{fresh['attacks']} attacks)\n")
-    print("| layers | TPR | FPR | p50 ms | p99 ms |\n| --- | --- | --- | --- | --- |")
-    for name in scanners_in(fresh):
-        m = fresh[name]
-        print(f"| {name} | {m['tpr']:.1%} | {m['fpr']:.1%} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
+    for key, title in (("fresh", "fresh set"), ("third", "third set")):
+        m_set = sets[key]
+        print(f"\nPrompt injection, {title} ({m_set['examples']} real prompts from packages the corpus does not use, "
+              f"{m_set['attacks']} attacks; 95% Wilson intervals)\n")
+        print("| layers | TPR | FPR | p50 ms | p99 ms |\n| --- | --- | --- | --- | --- |")
+        for name in scanners_in(m_set):
+            m = m_set[name]
+            (tl, th), (fl, fh) = m["tpr_95ci"], m["fpr_95ci"]
+            print(f"| {name} | {m['tpr']:.1%} ({tl:.1%}-{th:.1%}) | {m['fpr']:.1%} ({fl:.1%}-{fh:.1%}) | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
     print("\nRedaction (generated labelled set)\n\n| type | precision | recall | n |\n| --- | --- | --- | --- |")
     for entity, m in redaction["per_type"].items():
         print(f"| {entity} | {m['precision']:.1%} | {m['recall']:.1%} | {m['support']} |")

@@ -206,16 +206,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-fpr", type=float, default=0.01)
     parser.add_argument("--fpr-bound", type=float, default=FPR_BOUND, help="template-bootstrap 95th-percentile FPR limit")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--heads", type=int, default=HEADS, help="attention queries per attention layer")
+    parser.add_argument("--attention-layers", type=int, nargs="+", default=list(ATTENTION_LAYERS),
+                        help=f"hidden layers (1..6) with learned attention pools, default {' '.join(map(str, ATTENTION_LAYERS))}")
     args = parser.parse_args(argv)
     if any(l2 < 0 for l2 in args.l2) or args.epochs < 1:
         parser.error(f"--l2 must be >= 0 and --epochs >= 1, got {args.l2} and {args.epochs}")
+    if args.heads < 1 or not all(1 <= layer <= 6 for layer in args.attention_layers) or len(set(args.attention_layers)) != len(args.attention_layers):
+        parser.error(f"--heads must be >= 1 and --attention-layers distinct layers in 1..6, got {args.heads} and {args.attention_layers}")
+    attention_layers, heads = tuple(sorted(args.attention_layers)), args.heads
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     rows = [json.loads(line) for line in args.corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
     train = [r for r in rows if r["split"] == "train"]  # the test split is not touched
     started = time.perf_counter()
     feats, strong, chunks = _features([r["text"] for r in train])
-    pooled, chunk_of_window, lengths, tokens, cache_hit = _embed_windows_cached([c for text_chunks in chunks for c in text_chunks])
+    pooled, chunk_of_window, lengths, tokens, cache_hit = _embed_windows_cached([c for text_chunks in chunks for c in text_chunks], token_layers=attention_layers)
     owner = np.repeat(np.arange(len(chunks)), [len(c) for c in chunks])[chunk_of_window]
     embed_s = time.perf_counter() - started
     # The scanner appends the whole text's heuristic flags to each of its windows.
@@ -232,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         oof = np.zeros(len(y))
         for k in range(FOLDS):
             fit, held = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
-            head = fit_head(data, fit, y[fit], _group_weights(y[fit], [groups[i] for i in fit]), l2, HEADS, args.epochs)
+            head = fit_head(data, fit, y[fit], _group_weights(y[fit], [groups[i] for i in fit]), l2, heads, args.epochs)
             oof[held] = score_texts(head, data, held)
             print(f"L2 {l2:g}, fold {k + 1} of {FOLDS} fitted ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
         threshold, fpr_p95 = _pick_threshold_bounded(oof, strong, y, np.asarray(groups), args.target_fpr, args.fpr_bound)
@@ -247,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     oof_tpr, oof_fpr = _rates(flagged, y)
     heur_tpr, heur_fpr = _rates(strong, y)
     everything = np.arange(len(y))
-    head = fit_head(data, everything, y, _group_weights(y, groups), l2, HEADS, args.epochs)
+    head = fit_head(data, everything, y, _group_weights(y, groups), l2, heads, args.epochs)
     train_scores, best_window = score_texts(head, data, everything, best_window=True)
     train_tpr, train_fpr = _rates(strong | (train_scores >= threshold), y)
     bags = (y == 1) & (data.windows > 1)
@@ -264,14 +270,14 @@ def main(argv: list[str] | None = None) -> int:
         "quantization": QUANTIZATION,
         "runtime": RUNTIME,
         "encoder_dir": str(find_encoder_dir().relative_to(find_encoder_dir().parents[1])),
-        "head": f"logistic regression on the {pooled.shape[1]}-d mean-pooled layers + {len(ATTENTION_LAYERS)} x {HEADS} learned "
-                f"attention pools of layers {list(ATTENTION_LAYERS)} ({len(ATTENTION_LAYERS) * HEADS * pooled.shape[1] // len(LAYERS)}-d) "
+        "head": f"logistic regression on the {pooled.shape[1]}-d mean-pooled layers + {len(attention_layers)} x {heads} learned "
+                f"attention pools of layers {list(attention_layers)} ({len(attention_layers) * heads * pooled.shape[1] // len(LAYERS)}-d) "
                 f"+ {len(FAMILIES)} heuristic family flags, class- and template-balanced, L2={l2:g} on the embedding weights; "
                 f"each text also seen with its flags zeroed (flag dropout); fitted on windows: every window of a benign text "
                 f"is a negative, an attack's highest-scoring window a positive (multiple-instance learning); Adam, one-cycle "
                 f"learning rate, {args.epochs} epochs",
-        "attention_layers": list(ATTENTION_LAYERS),
-        "attention_heads": HEADS,
+        "attention_layers": list(attention_layers),
+        "attention_heads": heads,
         "train_windows": int(len(owner)),
         "train_attacks_of_several_windows": int(bags.sum()),
         "positive_window_not_the_first": int((best_window[bags] != data.first[bags]).sum()),

@@ -125,3 +125,16 @@ def test_attention_pool_finds_a_few_planted_tokens_that_the_mean_dilutes():
 
 def test_max_per_text_takes_each_texts_highest_window():
     assert max_per_text(np.array([0.1, 0.9, 0.3, 0.2]), np.array([0, 0, 1, 1]), 2).tolist() == [0.9, 0.3]
+
+
+def test_cli_refuses_bad_attention_settings_before_reading_anything(capsys, tmp_path):
+    """A typo in a 17-minute training run is refused at once, with the values in the message."""
+    import pytest
+
+    for argv, shown in ((["--heads", "0"], "got 0 and [4, 6]"), (["--attention-layers", "4", "7"], "got 2 and [4, 7]"),
+                        (["--attention-layers", "4", "4"], "got 2 and [4, 4]")):
+        with pytest.raises(SystemExit) as exit_info:
+            tc.main([*argv, "--corpus", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "head.safetensors")])
+        assert exit_info.value.code == 2
+        assert shown in capsys.readouterr().err
+    assert not (tmp_path / "head.safetensors").exists()
