@@ -131,8 +131,9 @@ def test_cli_refuses_bad_attention_settings_before_reading_anything(capsys, tmp_
     """A typo in a 17-minute training run is refused at once, with the values in the message."""
     import pytest
 
-    for argv, shown in ((["--heads", "0"], "got 0 and [4, 6]"), (["--attention-layers", "4", "7"], "got 2 and [4, 7]"),
-                        (["--attention-layers", "4", "4"], "got 2 and [4, 4]")):
+    for argv, shown in ((["--heads", "0"], f"got 0 and {list(tc.ATTENTION_LAYERS)}"),
+                        (["--attention-layers", "4", "7"], f"got {tc.HEADS} and [4, 7]"),
+                        (["--attention-layers", "4", "4"], f"got {tc.HEADS} and [4, 4]")):
         with pytest.raises(SystemExit) as exit_info:
             tc.main([*argv, "--corpus", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "head.safetensors")])
         assert exit_info.value.code == 2
