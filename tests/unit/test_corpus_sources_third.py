@@ -242,3 +242,14 @@ def test_shipped_third_set_is_well_formed_and_disjoint_from_corpus_and_fresh() -
     assert not [r["text"][:60] for r in rows if fresh.normalise(r["text"]) in seen]
     fresh_index = fresh.NearDuplicateIndex(third.texts_of(fresh.OUT_PATH))
     assert not [r["text"][:60] for r in rows if fresh_index.match(r["text"])]
+
+
+def test_main_names_the_missing_package_file_instead_of_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        third.main(["--evals", str(empty), "--langkit", str(empty), "--walledeval", str(empty), "--azure", str(empty),
+                    "--out", str(tmp_path / "third.jsonl")])
+    assert exit_info.value.code == 2
+    assert "themes.json" in capsys.readouterr().err
+    assert not (tmp_path / "third.jsonl").exists()
