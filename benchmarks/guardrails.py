@@ -52,9 +52,9 @@ def injection_benchmark(scanners: dict) -> dict:
     import torch
 
     from security.guardrails.corpus import CORPUS_PATH
+    from security.guardrails.corpus_sources import read_jsonl
 
-    rows = [json.loads(line) for line in CORPUS_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
-    test = [r for r in rows if r["split"] == "test"]
+    test = [r for r in read_jsonl(CORPUS_PATH) if r["split"] == "test"]
     out: dict = {"examples": len(test), "attacks": sum(r["label"] for r in test), "torch_threads": torch.get_num_threads()}
     head_scores: list[tuple[bool, float, int]] = []  # (decided by a strong heuristic, head score, label)
     for name, scanner in scanners.items():
@@ -88,7 +88,9 @@ def eval_set_benchmark(scanners: dict, path: Path) -> dict:
     """Scan one of the evaluation sets built from packages the corpus does not use, decontaminated
     against it and never trained, tuned or selected on: the fresh set (`corpus_sources_fresh.py`)
     or the third set (`corpus_sources_third.py`)."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from security.guardrails.corpus_sources import read_jsonl
+
+    rows = read_jsonl(path)
     attacks = sum(r["label"] for r in rows)
     out: dict = {"examples": len(rows), "attacks": attacks}
     for name, scanner in scanners.items():

@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 
 from security.guardrails import corpus_templates as T
-from security.guardrails.corpus_sources import shingles, write_jsonl
+from security.guardrails.corpus_sources import read_jsonl, shingles, write_jsonl
 
 DATA_DIR = Path(__file__).with_name("data")
 CORPUS_PATH = DATA_DIR / "corpus.jsonl"
@@ -146,8 +146,7 @@ def build(seed: int = 13, per_attack_template: int = 30, per_benign_template: in
         tid = f"benign-{hashlib.sha256(template.encode()).hexdigest()[:10]}"
         for _ in range(per_benign_template):
             add(_fill(template, rng), 0, f"benign_{source}", tid, "plain")
-    extras = [json.loads(line) for extra in sorted((DATA_DIR / "extra").glob("*.jsonl"))
-              for line in extra.read_text(encoding="utf-8").splitlines() if line.strip()]
+    extras = [row for extra in sorted((DATA_DIR / "extra").glob("*.jsonl")) for row in read_jsonl(extra)]
     linked = _link_to_templates(extras)
     for item in extras:
         group = item.get("group") or hashlib.sha256(item["text"].encode()).hexdigest()[:12]

@@ -55,6 +55,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
             fh.write(json.dumps(row) + "\n")
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSON Lines file (`write_jsonl`'s output, or a package's data file); blank lines skipped."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def write_extra(path: Path, rows: list[dict]) -> None:
     """Write an extra file of labelled rows and print what it holds (the generators' CLI output)."""
     write_jsonl(path, rows)

@@ -92,7 +92,7 @@ from pathlib import Path
 
 import yaml
 
-from security.guardrails.corpus_sources import EXTRA_DIR, NEAR_DUPLICATE_JACCARD, shingles, write_jsonl
+from security.guardrails.corpus_sources import EXTRA_DIR, NEAR_DUPLICATE_JACCARD, read_jsonl, shingles, write_jsonl
 
 DATA_DIR = EXTRA_DIR.parent
 CORPUS_PATH = DATA_DIR / "corpus.jsonl"
@@ -359,10 +359,11 @@ class NearDuplicateIndex:
         return None
 
 
-def read_reference(corpus: Path, extra_dir: Path) -> list[str]:
-    """Every text the classifier may have been trained or selected on: corpus.jsonl and data/extra/*.jsonl."""
-    paths = [corpus] + sorted(extra_dir.glob("*.jsonl"))
-    return [json.loads(line)["text"] for p in paths if p.exists() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+def read_reference(corpus: Path, extra_dir: Path, *also: Path) -> list[str]:
+    """Every text the classifier may have been trained or selected on: corpus.jsonl, data/extra/*.jsonl,
+    and `also` (an earlier evaluation set a later one must not repeat); missing files are skipped."""
+    paths = [corpus, *sorted(extra_dir.glob("*.jsonl")), *also]
+    return [row["text"] for p in paths if p.exists() for row in read_jsonl(p)]
 
 
 def build(candidates: list[dict], reference: list[str], seed: int = 13) -> tuple[list[dict], dict]:

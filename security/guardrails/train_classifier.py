@@ -33,6 +33,7 @@ import numpy as np
 
 from security.guardrails.classifier import HEAD_PATH, SentenceEncoder, encoder_runtime, find_encoder_dir, save_head
 from security.guardrails.corpus import CORPUS_PATH
+from security.guardrails.corpus_sources import read_jsonl
 from security.guardrails.head_fit import WindowSet, fit_head, score_texts
 from security.guardrails.heuristics import FAMILIES, scan_heuristics
 from security.guardrails.normalize import normalize
@@ -215,17 +216,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--heads", type=int, default=HEADS, help="attention queries per attention layer")
     parser.add_argument("--attention-layers", type=int, nargs="+", default=list(ATTENTION_LAYERS),
-                        help=f"hidden layers (1..6) with learned attention pools, default {' '.join(map(str, ATTENTION_LAYERS))}")
+                        help=f"hidden layers (1..{max(LAYERS)}) with learned attention pools, default {' '.join(map(str, ATTENTION_LAYERS))}")
     args = parser.parse_args(argv)
     if any(l2 < 0 for l2 in args.l2) or args.epochs < 1:
         parser.error(f"--l2 must be >= 0 and --epochs >= 1, got {args.l2} and {args.epochs}")
-    if args.heads < 1 or not all(1 <= layer <= 6 for layer in args.attention_layers) or len(set(args.attention_layers)) != len(args.attention_layers):
-        parser.error(f"--heads must be >= 1 and --attention-layers distinct layers in 1..6, got {args.heads} and {args.attention_layers}")
+    if args.heads < 1 or not all(1 <= layer <= max(LAYERS) for layer in args.attention_layers) or len(set(args.attention_layers)) != len(args.attention_layers):
+        parser.error(f"--heads must be >= 1 and --attention-layers distinct layers in 1..{max(LAYERS)}, got {args.heads} and {args.attention_layers}")
     attention_layers, heads = tuple(sorted(args.attention_layers)), args.heads
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    rows = [json.loads(line) for line in args.corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
-    train = [r for r in rows if r["split"] == "train"]  # the test split is not touched
+    train = [r for r in read_jsonl(args.corpus) if r["split"] == "train"]  # the test split is not touched
     started = time.perf_counter()
     feats, strong, chunks = _features([r["text"] for r in train])
     pooled, chunk_of_window, lengths, tokens, cache_hit = _embed_windows_cached([c for text_chunks in chunks for c in text_chunks], token_layers=attention_layers)
