@@ -1,12 +1,14 @@
 """Guardrail benchmark: injection TPR/FPR on the held-out split, CPU latency, redaction precision/recall.
 
-Run: `python -m benchmarks.guardrails` (writes benchmarks/results/guardrails.json, prints markdown).
+Run: `python -m benchmarks.guardrails [--candidate-head PATH]` (writes benchmarks/results/guardrails.json,
+prints markdown).
 The corpus is generated from templates (security/guardrails/corpus.py): numbers here show how the
 layers separate those families, and overstate accuracy on real-world traffic.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -25,8 +27,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def build_scanners() -> dict:
-    """The scanners compared, built once: heuristics alone, the shipped scanner, and its head on a float32 encoder."""
+def build_scanners(candidate_head: Path | None = None) -> dict:
+    """The scanners compared, built once: heuristics alone, the shipped scanner, its head on a float32
+    encoder and, given `candidate_head`, a retrained head on the shipped int8 encoder."""
     import torch
 
     # One thread per scan: the ingress scans requests concurrently, one per worker thread, and on
@@ -37,6 +40,11 @@ def build_scanners() -> dict:
     from security.settings import InjectionSettings
 
     shipped = InjectionSettings()
+    candidate = {}
+    if candidate_head is not None:
+        # Scored in the same run as the shipped head, so a retrained head is compared side by side.
+        candidate[f"heuristics+classifier, candidate {candidate_head.name}"] = PromptScanner.from_settings(
+            InjectionSettings(head_path=str(candidate_head)))
     return {
         "heuristics": PromptScanner(InjectionSettings(classifier="none")),
         "heuristics+classifier": PromptScanner.from_settings(shipped),
@@ -44,6 +52,7 @@ def build_scanners() -> dict:
         # in latency and costs in accuracy.
         "heuristics+classifier, float32 encoder": PromptScanner(
             shipped, EmbeddingHeadClassifier(SentenceEncoder(quantization="none"))),
+        **candidate,
     }
 
 
@@ -217,9 +226,14 @@ def scanners_in(injection: dict) -> list[str]:
     return [name for name, m in injection.items() if isinstance(m, dict) and "p50_ms" in m]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidate-head", type=Path, help="a head from train_classifier.py to score beside the shipped one")
+    args = parser.parse_args(argv)
+    if args.candidate_head is not None and not args.candidate_head.is_file():
+        parser.error(f"--candidate-head {args.candidate_head}: no such file")
     load_at_start = os.getloadavg()[0]
-    scanners = build_scanners()
+    scanners = build_scanners(args.candidate_head)
     injection = injection_benchmark(scanners)
     from security.guardrails import corpus_sources_fresh, corpus_sources_third
 

@@ -37,6 +37,11 @@ def _split_for(template_id: str, seed: int) -> str:
     return "test" if digest[0] / 256 < TEST_FRACTION else "train"
 
 
+def extra_split(group: str, seed: int = 13) -> str:
+    """The side ("train" or "test") an extra group lands on, unless it repeats a template's wording."""
+    return _split_for(f"extra-{group}", seed)
+
+
 def _expression(rng: random.Random) -> str:
     """A random arithmetic expression, as a calculator user types it: "(17 - 4) * 3 ** 2"."""
     def term(depth: int) -> str:

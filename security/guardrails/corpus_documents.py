@@ -193,20 +193,25 @@ def _render(segments: list[str], task: str | None) -> str:
 
 def _document_pair(kind: str, style_text: str, rng: random.Random) -> tuple[str, str]:
     """(attacked, clean): one document of `kind`, with and without the planted instruction."""
-    return planted_pair(kind, lambda: style_text.format(
-        goal=rng.choice(T.GOALS), email=f"{rng.choice(['backup', 'admin', 'sync'])}@{rng.choice(DOMAINS)}",
-        domain=rng.choice(DOMAINS)), rng)
+    return planted_pair(kind, lambda: format_injection(style_text, rng), rng)
 
 
-def planted_pair(kind: str, instruction: Callable[[], str], rng: random.Random) -> tuple[str, str]:
+def format_injection(style_text: str, rng: random.Random) -> str:
+    """An INJECTIONS text with its goal, e-mail address and domain drawn."""
+    return style_text.format(goal=rng.choice(T.GOALS), email=f"{rng.choice(['backup', 'admin', 'sync'])}@{rng.choice(DOMAINS)}",
+                             domain=rng.choice(DOMAINS))
+
+
+def planted_pair(kind: str, instruction: Callable[[], str], rng: random.Random, task_share: float = 0.5) -> tuple[str, str]:
     """(attacked, clean): a document of `kind` (a key of KINDS) with `instruction()` planted in its
-    own format (a code comment, a CSV cell, a JSON field), and the same document without it."""
+    own format (a code comment, a CSV cell, a JSON field), and the same document without it; a
+    `task_share` of them open with the user's request, the rest arrive as a bare tool output."""
     segments, wrap, task = KINDS[kind](rng)
     if rng.random() < 0.35:
         note = rng.choice(HUMAN_NOTES).format(city=rng.choice(T.CITIES), food=rng.choice(T.FOODS))
         segments.insert(rng.randint(1, len(segments)), wrap(note))
     injection = wrap(instruction())
-    task = task if rng.random() < 0.5 else None  # half arrive as a bare tool output
+    task = task if rng.random() < task_share else None
     # Drop filler segments (never the first) until the attacked version fits one classifier window.
     at = rng.randint(1, len(segments))
     while len(_render(segments[:at] + [injection] + segments[at:], task)) > MAX_CHARS and len(segments) > 2:

@@ -42,3 +42,10 @@ def test_eval_set_benchmark_counts_per_source(tmp_path):
     assert (m["tpr"], m["fpr"], m["missed"], m["false_positives"]) == (0.5, pytest.approx(1 / 3), 1, 1)
     assert m["flagged_by_source"] == {"a (attack)": "1/2", "chat (benign)": "0/2", "docs (benign)": "1/1"}
     assert m["tpr_95ci"] == bench.wilson_interval(1, 2) and m["fpr_95ci"] == bench.wilson_interval(1, 3)
+
+
+def test_a_missing_candidate_head_is_a_usage_error_before_anything_loads(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--candidate-head", str(tmp_path / "nope.safetensors")])
+    assert exit_info.value.code == 2
+    assert "nope.safetensors: no such file" in capsys.readouterr().err
