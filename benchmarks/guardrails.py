@@ -94,9 +94,10 @@ def injection_benchmark(scanners: dict) -> dict:
 
 
 def eval_set_benchmark(scanners: dict, path: Path) -> dict:
-    """Scan one of the evaluation sets built from packages the corpus does not use, decontaminated
-    against it and never trained, tuned or selected on: the fresh set (`corpus_sources_fresh.py`)
-    or the third set (`corpus_sources_third.py`)."""
+    """Scan one of the evaluation sets outside the corpus: the fresh and third sets, built from
+    packages the corpus does not use and decontaminated against it (`corpus_sources_fresh.py`,
+    `corpus_sources_third.py`), or the RAG set, real prompt templates filled with documents, each
+    fill with an attack twin (`corpus_sources_rag.py`)."""
     from security.guardrails.corpus_sources import read_jsonl
 
     rows = read_jsonl(path)
@@ -235,10 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = os.getloadavg()[0]
     scanners = build_scanners(args.candidate_head)
     injection = injection_benchmark(scanners)
-    from security.guardrails import corpus_sources_fresh, corpus_sources_third
+    from security.guardrails import corpus_sources_fresh, corpus_sources_rag, corpus_sources_third
 
     sets = {"fresh": eval_set_benchmark(scanners, corpus_sources_fresh.OUT_PATH),
-            "third": eval_set_benchmark(scanners, corpus_sources_third.OUT_PATH)}
+            "third": eval_set_benchmark(scanners, corpus_sources_third.OUT_PATH),
+            "rag": eval_set_benchmark(scanners, corpus_sources_rag.OUT_PATH)}
     redaction = redaction_benchmark()
     result = {"injection": injection, **sets, "redaction": redaction, "cpu_count": os.cpu_count(),
               "load_average_1m_at_start": load_at_start, "load_average_1m_at_end": os.getloadavg()[0]}
@@ -254,10 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     int8, float32 = injection["heuristics+classifier"], injection["heuristics+classifier, float32 encoder"]
     print(f"\nint8 ONNX Runtime encoder vs torch float32, p50: {float32['p50_ms'] / int8['p50_ms']:.2f}x faster; "
           f"p99: {float32['p99_ms'] / int8['p99_ms']:.2f}x")
-    for key, title in (("fresh", "fresh set"), ("third", "third set")):
+    titles = {"fresh": "fresh set ({} real prompts from packages the corpus does not use, {} attacks",
+              "third": "third set ({} real prompts from packages the corpus does not use, {} attacks",
+              "rag": "RAG set ({} real llama-index and langchain prompt templates filled with documents, {} of them with a planted instruction"}
+    for key, title in titles.items():
         m_set = sets[key]
-        print(f"\nPrompt injection, {title} ({m_set['examples']} real prompts from packages the corpus does not use, "
-              f"{m_set['attacks']} attacks; 95% Wilson intervals)\n")
+        print(f"\nPrompt injection, {title.format(m_set['examples'], m_set['attacks'])}; 95% Wilson intervals)\n")
         print("| layers | TPR | FPR | p50 ms | p99 ms |\n| --- | --- | --- | --- | --- |")
         for name in scanners_in(m_set):
             m = m_set[name]

@@ -1,5 +1,10 @@
 """Real application prompt templates filled with documents, each with an attack twin (`python -m security.guardrails.corpus_sources_rag --wheels-dir DIR`).
 
+Written to `data/rag_templates.jsonl`, outside `data/extra/`: the shipped head is not trained on it,
+and the benchmark scores it as the RAG set. Two heads trained with it (`--out
+data/extra/rag_templates.jsonl`, 6 and 18 fills) flagged fewer of these prompts but missed more real
+attacks, and were not shipped (docs/guardrails-history.md, looks 17 and 18).
+
 The third evaluation set showed the head blocking about one real application prompt in eleven that
 wraps a document in instructions ("Context information is below ... answer the question"), a shape
 the corpus had almost only as attacks. This module reads the prompt templates that RAG and
@@ -56,7 +61,7 @@ from security.guardrails.corpus import CORPUS_PATH, DATA_DIR, extra_split
 from security.guardrails.corpus_sources import EXTRA_DIR, group_near_duplicates, read_jsonl, write_extra
 from security.guardrails.corpus_sources_fresh import NearDuplicateIndex
 
-OUT_PATH = EXTRA_DIR / "rag_templates.jsonl"
+OUT_PATH = DATA_DIR / "rag_templates.jsonl"
 SOURCE = "rag_templates"
 TEMPLATE_PACKAGES = {"llama_index_core": "0.14.25", "langchain_classic": "1.0.8", "langchain_community": "0.4.2"}
 TEMPLATE_MIN_CHARS = 60
@@ -231,8 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheels-dir", type=Path, required=True, help="folder holding the TEMPLATE_PACKAGES wheels")
     parser.add_argument("--seed", type=int, default=41)
-    parser.add_argument("--out", type=Path, default=OUT_PATH)
+    parser.add_argument("--fills", type=int, default=FILLS_PER_TEMPLATE, help="fills (each with its twin) per template")
+    parser.add_argument("--out", type=Path, default=OUT_PATH, help="under data/extra/ to train on it")
     args = parser.parse_args(argv)
+    if args.fills < 1:
+        parser.error(f"--fills must be an integer >= 1, got {args.fills}")
     try:
         templates = read_templates(args.wheels_dir)
         passages = read_passages()
@@ -240,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     evaluation = [r["text"] for p in EVAL_SETS for r in read_jsonl(p)]
-    rows, dropped = build(templates, passages, evaluation, args.seed)
+    rows, dropped = build(templates, passages, evaluation, args.seed, args.fills)
     print(json.dumps({"templates": len(templates), "groups": len({t["group"] for t in templates}),
                       "by_package": Counter(t["package"] for t in templates), "dropped": dropped}))
     write_extra(args.out, rows)

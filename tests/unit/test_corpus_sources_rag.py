@@ -113,20 +113,30 @@ def test_rows_repeating_an_evaluation_prompt_are_dropped_and_counted(wheels: Pat
     assert dropped["repeats an evaluation prompt"] == 1  # the pair goes whole
 
 
-def test_the_shipped_rows_keep_every_readme_and_reference_passage_on_its_own_side() -> None:
-    """In the built corpus, a passage inside a template row sits on the same side as the passage itself."""
-    corpus = read_jsonl(CORPUS_PATH)
-    passage_split = {r["text"]: r["split"] for r in corpus if r["source"] in ("package_readmes", "python_reference")}
-    template_rows = [r for r in corpus if r["source"] == rag.SOURCE]
-    assert len(template_rows) > 500 and {r["label"] for r in template_rows} == {0, 1}
+def test_the_shipped_rows_keep_every_readme_and_reference_passage_on_its_template_groups_side() -> None:
+    """Were the set written into data/extra/ to train on, no held-out passage would sit in a training prompt."""
+    passage_split = {r["text"]: r["split"] for r in read_jsonl(CORPUS_PATH) if r["source"] in ("package_readmes", "python_reference")}
+    shipped = read_jsonl(rag.OUT_PATH)
+    assert len(shipped) > 500 and {r["label"] for r in shipped} == {0, 1}
     checked = 0
-    for row in template_rows:
+    for row in shipped:
         inside = [p for p in passage_split if len(p) > 200 and p in row["text"]]
         # Two reference passages overlap (identifiers holds id-classes): check the one that was drawn.
         for passage in [p for p in inside if not any(p != q and p in q for q in inside)]:
-            assert passage_split[passage] == row["split"], (row["template"], passage[:60])
+            assert passage_split[passage] == extra_split(row["group"]), (row["group"], passage[:60])
             checked += 1
     assert checked > 100
+
+
+def test_the_shipped_set_is_not_training_data() -> None:
+    assert rag.OUT_PATH.parent != rag.EXTRA_DIR
+    assert not [r for r in read_jsonl(CORPUS_PATH) if r["source"] == rag.SOURCE]
+
+
+def test_fills_below_one_is_a_usage_error(wheels: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        rag.main(["--wheels-dir", str(wheels), "--fills", "0", "--out", str(wheels / "out.jsonl")])
+    assert exit_info.value.code == 2 and "--fills must be an integer >= 1, got 0" in capsys.readouterr().err
 
 
 def test_shipped_template_rows_repeat_no_evaluation_prompt() -> None:
