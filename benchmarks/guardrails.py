@@ -90,7 +90,28 @@ def injection_benchmark(scanners: dict) -> dict:
             "tpr": sum(f for f, label in flagged if label) / out["attacks"],
             "fpr": sum(f for f, label in flagged if not label) / (len(test) - out["attacks"]),
         }
+    # A candidate head moves its own operating point; compare it with the shipped head at the same FPR.
+    for name in [n for n in out if n.startswith("heuristics+classifier, candidate")]:
+        tpr, fpr = shipped_tpr_at_fpr(head_scores, out[name]["fpr"])
+        out[name]["shipped_at_same_fpr"] = {"tpr": tpr, "fpr": fpr}
     return out
+
+
+def shipped_tpr_at_fpr(scored: list[tuple[bool, float, int]], max_fpr: float) -> tuple[float, float]:
+    """The highest (TPR, its FPR) over thresholds on `scored` rows (decided by a strong heuristic,
+    head score, label) whose FPR is at most `max_fpr`; rows a strong heuristic decided are always flagged."""
+    attacks = sum(label for _, _, label in scored)
+    benign = len(scored) - attacks
+    tp = sum(label for strong, _, label in scored if strong)
+    fp = sum(1 - label for strong, _, label in scored if strong)
+    best = (tp / attacks, fp / benign) if fp / benign <= max_fpr else (0.0, 0.0)
+    ranked = sorted(((score, label) for strong, score, label in scored if not strong), reverse=True)
+    for i, (score, label) in enumerate(ranked):
+        tp, fp = tp + label, fp + 1 - label
+        # A threshold flags every row with an equal score, so only the last of a tie is a point.
+        if (i + 1 == len(ranked) or ranked[i + 1][0] != score) and fp / benign <= max_fpr:
+            best = max(best, (tp / attacks, fp / benign))
+    return best
 
 
 def eval_set_benchmark(scanners: dict, path: Path) -> dict:
@@ -253,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {m['tpr']:.1%} | {m['fpr']:.1%} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
     for name, m in injection["other_operating_points"].items():
         print(f"| heuristics+classifier, threshold {m['threshold']:.3f} ({name}) | {m['tpr']:.1%} | {m['fpr']:.1%} | | |")
+    for name in [n for n in injection if n.startswith("heuristics+classifier, candidate")]:
+        m = injection[name]["shipped_at_same_fpr"]
+        print(f"| heuristics+classifier at the candidate's held-out FPR | {m['tpr']:.1%} | {m['fpr']:.1%} | | |")
     int8, float32 = injection["heuristics+classifier"], injection["heuristics+classifier, float32 encoder"]
     print(f"\nint8 ONNX Runtime encoder vs torch float32, p50: {float32['p50_ms'] / int8['p50_ms']:.2f}x faster; "
           f"p99: {float32['p99_ms'] / int8['p99_ms']:.2f}x")

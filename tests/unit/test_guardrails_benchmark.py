@@ -49,3 +49,14 @@ def test_a_missing_candidate_head_is_a_usage_error_before_anything_loads(tmp_pat
         bench.main(["--candidate-head", str(tmp_path / "nope.safetensors")])
     assert exit_info.value.code == 2
     assert "nope.safetensors: no such file" in capsys.readouterr().err
+
+
+def test_shipped_tpr_at_fpr_picks_the_best_threshold_within_the_fpr_and_respects_ties():
+    # (strong heuristic, score, label): 4 attacks, 5 benign; one benign is always flagged by a rule.
+    scored = [(False, 0.9, 1), (False, 0.8, 1), (False, 0.8, 0), (False, 0.6, 1), (False, 0.3, 1),
+              (True, 0.1, 0), (False, 0.5, 0), (False, 0.2, 0), (False, 0.1, 0)]
+    # FPR 1/5 is the rule's benign alone: 0.8 would also flag the tied benign, so only 0.9 fits.
+    assert bench.shipped_tpr_at_fpr(scored, 0.2) == (0.25, 0.2)
+    assert bench.shipped_tpr_at_fpr(scored, 0.4) == (0.75, 0.4)  # threshold 0.6
+    assert bench.shipped_tpr_at_fpr(scored, 1.0) == (1.0, 1.0)
+    assert bench.shipped_tpr_at_fpr(scored, 0.1) == (0.0, 0.0)  # the rule alone is over: nothing fits
