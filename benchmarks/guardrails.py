@@ -20,6 +20,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 RESULTS = Path(__file__).with_name("results") / "guardrails.json"
+_CANDIDATE = "heuristics+classifier, candidate"  # the name prefix of a --candidate-head scanner
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -43,7 +44,7 @@ def build_scanners(candidate_head: Path | None = None) -> dict:
     candidate = {}
     if candidate_head is not None:
         # Scored in the same run as the shipped head, so a retrained head is compared side by side.
-        candidate[f"heuristics+classifier, candidate {candidate_head.name}"] = PromptScanner.from_settings(
+        candidate[f"{_CANDIDATE} {candidate_head.name}"] = PromptScanner.from_settings(
             InjectionSettings(head_path=str(candidate_head)))
     return {
         "heuristics": PromptScanner(InjectionSettings(classifier="none")),
@@ -91,7 +92,7 @@ def injection_benchmark(scanners: dict) -> dict:
             "fpr": sum(f for f, label in flagged if not label) / (len(test) - out["attacks"]),
         }
     # A candidate head moves its own operating point; compare it with the shipped head at the same FPR.
-    for name in [n for n in out if n.startswith("heuristics+classifier, candidate")]:
+    for name in [n for n in out if n.startswith(_CANDIDATE)]:
         tpr, fpr = shipped_tpr_at_fpr(head_scores, out[name]["fpr"])
         out[name]["shipped_at_same_fpr"] = {"tpr": tpr, "fpr": fpr}
     return out
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {m['tpr']:.1%} | {m['fpr']:.1%} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
     for name, m in injection["other_operating_points"].items():
         print(f"| heuristics+classifier, threshold {m['threshold']:.3f} ({name}) | {m['tpr']:.1%} | {m['fpr']:.1%} | | |")
-    for name in [n for n in injection if n.startswith("heuristics+classifier, candidate")]:
+    for name in [n for n in injection if n.startswith(_CANDIDATE)]:
         m = injection[name]["shipped_at_same_fpr"]
         print(f"| heuristics+classifier at the candidate's held-out FPR | {m['tpr']:.1%} | {m['fpr']:.1%} | | |")
     int8, float32 = injection["heuristics+classifier"], injection["heuristics+classifier, float32 encoder"]

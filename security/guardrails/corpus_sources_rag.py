@@ -59,7 +59,9 @@ from pathlib import Path
 from security.guardrails import corpus_documents as D
 from security.guardrails.corpus import CORPUS_PATH, DATA_DIR, extra_split
 from security.guardrails.corpus_sources import EXTRA_DIR, group_near_duplicates, read_jsonl, write_extra
+from security.guardrails.corpus_sources_fresh import OUT_PATH as FRESH_PATH
 from security.guardrails.corpus_sources_fresh import NearDuplicateIndex
+from security.guardrails.corpus_sources_third import OUT_PATH as THIRD_PATH
 
 OUT_PATH = DATA_DIR / "rag_templates.jsonl"
 SOURCE = "rag_templates"
@@ -68,7 +70,7 @@ TEMPLATE_MIN_CHARS = 60
 # Few-shot templates of 6,000 characters (langchain's qa_with_sources) are mostly their own examples.
 TEMPLATE_MAX_CHARS = 2500
 FILLS_PER_TEMPLATE = 6
-EVAL_SETS = (DATA_DIR / "fresh_eval.jsonl", DATA_DIR / "third_eval.jsonl")
+EVAL_SETS = (FRESH_PATH, THIRD_PATH)
 _SLOT = re.compile(r"(?<!\{)\{([a-z_][a-z0-9_]*)\}(?!\})")
 
 DOCUMENT_SLOTS = {"context_str", "context", "text", "summaries", "context_msg", "doc", "context_list"}
@@ -195,12 +197,11 @@ def build(templates: list[dict], passages: dict[str, list[str]], evaluation: lis
         for _ in range(fills):
             pairs = [_document_pair(passages, split, rng) for _ in slots]
             if "context_list" in slots:  # a numbered list of two or three documents, one of them attacked
-                extra = [_document_pair(passages, split, rng) for _ in range(rng.randint(1, 2))]
-                listed = [pairs[slots.index("context_list")], *extra]
+                at = slots.index("context_list")
+                listed = [pairs[at], *(_document_pair(passages, split, rng) for _ in range(rng.randint(1, 2)))]
                 hit = rng.randrange(len(listed))
-                clean_list = "\n\n".join(f"({i + 1}) {c}" for i, (c, _) in enumerate(listed))
-                attacked_list = "\n\n".join(f"({i + 1}) {a if i == hit else c}" for i, (c, a) in enumerate(listed))
-                pairs[slots.index("context_list")] = (clean_list, attacked_list)
+                pairs[at] = ("\n\n".join(f"({i + 1}) {c}" for i, (c, _) in enumerate(listed)),
+                             "\n\n".join(f"({i + 1}) {a if i == hit else c}" for i, (c, a) in enumerate(listed)))
             # One slot carries the instruction; any other document slot keeps its clean text.
             hit = rng.randrange(len(pairs))
             state = rng.getstate()
