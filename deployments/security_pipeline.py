@@ -128,11 +128,15 @@ class SecurityGuard:
         # The classifier is CPU-bound (tens of ms): keep the replica's event loop free.
         # Over injection.max_scan_chars the scanner raises PayloadTooLarge (413): the ingress
         # answers it in the error envelope and audits it as too_large.
+        # Registered templates are for chat turns and completion prompts, not tool or workflow inputs.
+        templates = () if always else scanner.templates_for(ctx.identity.tenant)
         if messages:
-            result = await asyncio.to_thread(scanner.scan_messages, messages)
+            result = await asyncio.to_thread(scanner.scan_messages, messages, templates)
         else:
-            result = await asyncio.to_thread(scanner.scan_texts, texts, param)
+            result = await asyncio.to_thread(scanner.scan_texts, texts, param, templates)
         ctx.annotations["injection_score"] = round(result.score, 4)
+        if result.templates:
+            ctx.annotations["prompt_templates"] = sorted(set(result.templates))
         try:
             flagged = scanner.enforce(result, action)
         except ContentBlocked:
@@ -295,6 +299,7 @@ class SecurityGuard:
             key_id=getattr(identity, "key_id", None), subject=getattr(identity, "subject", None),
             tenant=getattr(identity, "tenant", None), model=ctx.model, status_code=status_code,
             reason=reason, injection_score=ctx.annotations.get("injection_score"),
+            prompt_templates=ctx.annotations.get("prompt_templates"),
             redacted_types={**ctx.annotations.get("input_redacted_types", {}), **redacted},
             prompt_tokens=ctx.prompt_tokens, completion_tokens=ctx.completion_tokens,
             latency_ms=round((time.monotonic() - ctx.started_at) * 1000, 2),

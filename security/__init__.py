@@ -18,7 +18,8 @@ Per request, in order (each raises an `serve_app.errors.AegisError` with its sta
     decision = await sec.limiter.admit(identity, prompt_tokens=n)     # 429 (+headers) / 503
     action = sec.scanner.action_for(route, identity.tenant)           # block | flag | off
     if action != "off":
-        scan = sec.scanner.scan_messages(messages)                    # CPU-bound: run in a thread
+        templates = sec.scanner.templates_for(identity.tenant)        # registered RAG templates
+        scan = sec.scanner.scan_messages(messages, templates)         # CPU-bound: run in a thread
         flagged = sec.scanner.enforce(scan, action)                   # 400 code=prompt_injection
     redactor = sec.redactor(identity.tenant)                          # output (and input if configured)
     text, counts = redactor.redact(answer)  |  s = redactor.stream(); s.feed(delta) ... s.flush()

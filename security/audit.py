@@ -37,6 +37,8 @@ class AuditRecord:
     status_code: int | None = None
     reason: str | None = None
     injection_score: float | None = None
+    # Registered templates whose slots were scanned instead of their whole user turn.
+    prompt_templates: list[str] | None = None
     redacted_types: dict[str, int] = field(default_factory=dict)
     prompt_tokens: int = 0
     completion_tokens: int = 0

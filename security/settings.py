@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from security.guardrails.templates import compile_templates
+
 FailMode = Literal["open", "closed"]
 InjectionAction = Literal["block", "flag", "off"]
 
@@ -173,6 +175,15 @@ class InjectionSettings(BaseModel):
         default_factory=default_model_cache_dir,
         description="Where the int8 encoder graph is built once and shared by replicas; the app passes its model_cache_dir.",
     )
+    templates: dict[str, str] = Field(
+        default_factory=dict,
+        description="Registered prompt templates, name -> str.format template ('...{context}...Question: {question}'): "
+        "a user turn or completion prompt that fills one is scanned as its slot values, without the template's own text.",
+    )
+    tenant_templates: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Which registered templates a tenant may use (by name); a tenant not listed may use them all.",
+    )
 
     @model_validator(mode="after")
     def _hf_needs_model(self) -> InjectionSettings:
@@ -180,6 +191,12 @@ class InjectionSettings(BaseModel):
             raise ValueError("injection.hf_model is required when injection.classifier is 'hf_sequence'")
         if self.classifier == "embedding_head" and self.encoder_quantization == "int8" and self.device != "cpu":
             raise ValueError(f"injection.encoder_quantization 'int8' runs on the CPU only; set it to 'none' for device {self.device!r}")
+        compile_templates(self.templates)  # TemplateError is a ValueError: start-up names the bad template
+        for tenant, names in self.tenant_templates.items():
+            unknown = sorted(set(names) - self.templates.keys())
+            if unknown:
+                raise ValueError(f"injection.tenant_templates[{tenant!r}] names unregistered templates {unknown}; "
+                                 f"registered: {sorted(self.templates)}")
         return self
 
 

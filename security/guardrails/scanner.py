@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Sequence
 
 from security.guardrails.classifier import EmbeddingHeadClassifier, HFSequenceClassifier, InjectionClassifier, SentenceEncoder
 from security.guardrails.heuristics import scan_heuristics
 from security.guardrails.normalize import normalize
+from security.guardrails.templates import PromptTemplate, compile_templates, split_templates
 from security.settings import InjectionAction, InjectionSettings
 from serve_app.errors import ContentBlocked, PayloadTooLarge
 
@@ -25,12 +26,14 @@ class ScanResult:
         score: 1.0 for a strong heuristic hit, else the classifier probability (0 without one).
         reasons: rule families that fired (plus `classifier` when the model decided).
         layer: which layer decided: `heuristics`, `classifier` or `none`.
+        templates: the registered templates whose slots were scanned instead of the whole text.
     """
 
     verdict: Literal["injection", "clean"]
     score: float
     reasons: tuple[str, ...] = ()
     layer: str = "none"
+    templates: tuple[str, ...] = ()
 
     @property
     def is_injection(self) -> bool:
@@ -62,6 +65,7 @@ class PromptScanner:
     def __init__(self, settings: InjectionSettings, classifier: InjectionClassifier | None = None) -> None:
         self._s = settings
         self.classifier = classifier
+        self._templates = compile_templates(settings.templates)
 
     @classmethod
     def from_settings(cls, settings: InjectionSettings) -> PromptScanner:
@@ -71,15 +75,24 @@ class PromptScanner:
         """Scan one text (see `scan_texts`)."""
         return self.scan_texts([text], param)
 
-    def scan_texts(self, texts: Iterable[str], param: str | None = "messages") -> ScanResult:
+    def templates_for(self, tenant: str | None) -> tuple[PromptTemplate, ...]:
+        """The registered templates `tenant` may fill (`injection.tenant_templates`, else all)."""
+        names = self._s.tenant_templates.get(tenant, self._templates) if tenant is not None else self._templates
+        return tuple(self._templates[n] for n in names)
+
+    def scan_texts(self, texts: Iterable[str], param: str | None = "messages",
+                   templates: Sequence[PromptTemplate] = ()) -> ScanResult:
         """Scan several texts (e.g. all user turns) as one input; the worst one decides.
 
-        Every character is scanned: the heuristics run over each whole text and its decoded
-        payloads, the classifier over overlapping token windows of them.
+        Every character is scanned, except the literal text of a registered template that a text
+        fills: the heuristics run over each whole text (or slot value) and its decoded payloads,
+        the classifier over overlapping token windows of them.
 
         Args:
             texts: the attacker-controllable texts of one request.
             param: the request field they came from, named in the error when they are too long.
+            templates: registered templates (see `templates_for`); a text that fills one is
+                scanned as its slot values.
 
         Raises:
             PayloadTooLarge: 413, code `scan_limit_exceeded`, when the texts together are longer
@@ -88,23 +101,28 @@ class PromptScanner:
         """
         texts = [t for t in texts if t and t.strip()]
         self._check_size(sum(map(len, texts)), param)
+        return self._scan(*split_templates(texts, templates), param)
+
+    def _scan(self, texts: list[str], matched: list[str], param: str | None) -> ScanResult:
+        texts = [t for t in texts if t.strip()]
         normalized = [normalize(t) for t in texts]
         # NFKC can expand a character up to 18-fold ("\ufdfa"): bound the work, not just the request.
         self._check_size(sum(len(n.text) for n in normalized), param, " after Unicode normalisation")
         if not normalized:
-            return CLEAN
+            return ScanResult("clean", 0.0, templates=tuple(matched))
         reasons: set[str] = set()
         weak = False
         results = []
         for norm in normalized:
             result = scan_heuristics(norm)
             if result.strong:
-                return ScanResult("injection", 1.0, result.reasons, "heuristics")
+                return ScanResult("injection", 1.0, result.reasons, "heuristics", tuple(matched))
             weak = weak or bool(result.reasons)
             reasons |= set(result.reasons)
             results.append(result)
         if self.classifier is None:
-            return ScanResult("clean", 0.5 if weak else 0.0, tuple(sorted(reasons)), "heuristics" if weak else "none")
+            return ScanResult("clean", 0.5 if weak else 0.0, tuple(sorted(reasons)), "heuristics" if weak else "none",
+                              tuple(matched))
         chunks: list[str] = []
         features: list[list[float]] = []
         for norm, result in zip(normalized, results):
@@ -112,8 +130,8 @@ class PromptScanner:
             features += [result.features()] * (len(chunks) - len(features))  # weak evidence anywhere counts for each part
         score = max(self.classifier.score(chunks, features))
         if score >= self.classifier.threshold:
-            return ScanResult("injection", score, tuple(sorted(reasons | {"classifier"})), "classifier")
-        return ScanResult("clean", score, tuple(sorted(reasons)), "classifier")
+            return ScanResult("injection", score, tuple(sorted(reasons | {"classifier"})), "classifier", tuple(matched))
+        return ScanResult("clean", score, tuple(sorted(reasons)), "classifier", tuple(matched))
 
     def _check_size(self, chars: int, param: str | None, how: str = "") -> None:
         limit = self._s.max_scan_chars
@@ -125,21 +143,29 @@ class PromptScanner:
                 code="scan_limit_exceeded",
             )
 
-    def scan_messages(self, messages: list[dict]) -> ScanResult:
+    def scan_messages(self, messages: list[dict], templates: Sequence[PromptTemplate] = ()) -> ScanResult:
         """Scan the attacker-controllable turns of an OpenAI `messages` list (see `scan_texts`).
 
-        Content may be a string or a list of parts (`{"type": "text", "text": ...}`).
+        Content may be a string or a list of parts (`{"type": "text", "text": ...}`). `templates`
+        apply to user turns only: tool and function results are not filled from the caller's
+        templates.
         """
-        texts: list[str] = []
+        user: list[str] = []
+        other: list[str] = []
         for message in messages:
-            if message.get("role") not in SCANNED_ROLES:
+            role = message.get("role")
+            if role not in SCANNED_ROLES:
                 continue
+            texts = user if role == "user" else other
             content = message.get("content")
             if isinstance(content, str):
                 texts.append(content)
             elif isinstance(content, list):
                 texts += [p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
-        return self.scan_texts(texts)
+        user, other = [t for t in user if t.strip()], [t for t in other if t.strip()]
+        self._check_size(sum(map(len, user + other)), "messages")
+        texts, matched = split_templates(user, templates)
+        return self._scan(texts + other, matched, "messages")
 
     def action_for(self, route: str, tenant: str | None) -> InjectionAction:
         """Tenant setting wins over route setting, which wins over the default."""

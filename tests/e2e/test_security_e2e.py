@@ -15,7 +15,7 @@ import pytest
 
 from deployments.security_pipeline import BOOTSTRAP_KEY_FILE, take_bootstrap_key
 from security import load_security_settings
-from tests.conftest import prometheus_text
+from tests.conftest import RAG_TEMPLATE, prometheus_text
 from tests.e2e.audit_log import audit as _audit
 from tests.e2e.audit_log import audit_for as _audit_for
 
@@ -88,6 +88,31 @@ def test_prompt_injection_is_blocked_with_reason_and_audited(default_app, defaul
     ok = client.chat.completions.create(model="smollm2", max_tokens=3,
                                         messages=[{"role": "user", "content": "Name a color."}])
     assert ok.choices[0].message.content
+
+
+def test_a_registered_rag_template_is_scanned_by_its_slots(default_app, default_state_dir, make_key):
+    rag = _client(default_app, make_key("user", "e2e-rag"))
+    benign = RAG_TEMPLATE.format(context="The office opens at 9am on weekdays.", question="When does the office open?")
+    ok = rag.chat.completions.with_raw_response.create(model="smollm2", max_tokens=3,
+                                                       messages=[{"role": "user", "content": benign}])
+    assert ok.status_code == 200
+    [record] = _audit_for(default_state_dir, ok.headers["x-request-id"])
+    assert record["decision"] == "allowed" and record["prompt_templates"] == ["e2e-rag"]
+    # An instruction planted in the document is in a slot, so it is still read and blocked.
+    attacked = RAG_TEMPLATE.format(context=f"The office opens at 9am on weekdays. {INJECTION}",
+                                   question="When does the office open?")
+    with pytest.raises(openai.BadRequestError) as info:
+        rag.chat.completions.create(model="smollm2", max_tokens=3, messages=[{"role": "user", "content": attacked}])
+    assert info.value.body["code"] == "prompt_injection"
+    [record] = _audit_for(default_state_dir, info.value.response.headers["x-request-id"])
+    assert record["decision"] == "blocked" and record["prompt_templates"] == ["e2e-rag"]
+    # A tenant that may not use the template has its text scanned whole: the template's own words block it.
+    other = _client(default_app, make_key("user", "e2e-no-templates"))
+    with pytest.raises(openai.BadRequestError) as info:
+        other.chat.completions.create(model="smollm2", max_tokens=3, messages=[{"role": "user", "content": benign}])
+    assert info.value.body["code"] == "prompt_injection"
+    [record] = _audit_for(default_state_dir, info.value.response.headers["x-request-id"])
+    assert "prompt_templates" not in record
 
 
 def test_rate_limited_client_gets_429_with_headers(default_app, default_state_dir, make_key, ray_cluster):
