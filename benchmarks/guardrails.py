@@ -115,11 +115,15 @@ def shipped_tpr_at_fpr(scored: list[tuple[bool, float, int]], max_fpr: float) ->
     return best
 
 
-def eval_set_benchmark(scanners: dict, path: Path) -> dict:
+def eval_set_benchmark(scanners: dict, path: Path, registered: tuple[str, ...] = ()) -> dict:
     """Scan one of the evaluation sets outside the corpus: the fresh and third sets, built from
     packages the corpus does not use and decontaminated against it (`corpus_sources_fresh.py`,
     `corpus_sources_third.py`), or the RAG set, real prompt templates filled with documents, each
-    fill with an attack twin (`corpus_sources_rag.py`)."""
+    fill with an attack twin (`corpus_sources_rag.py`).
+
+    The scanners named in `registered` scan the set a second time with each row's template
+    registered (`injection.templates`), as an application that registers its template gets.
+    """
     from security.guardrails.corpus_sources import read_jsonl
 
     rows = read_jsonl(path)
@@ -127,6 +131,8 @@ def eval_set_benchmark(scanners: dict, path: Path) -> dict:
     out: dict = {"examples": len(rows), "attacks": attacks}
     for name, scanner in scanners.items():
         out[name] = _scan_set(scanner, rows)[1]
+    for name in registered:
+        out[f"{name}, template registered"] = _scan_set(scanners[name], rows, registered=True)[1]
     return out
 
 
@@ -140,14 +146,23 @@ def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _scan_set(scanner, rows: list[dict]) -> tuple[list, dict]:
-    """Each row's scan result, and TPR, FPR, latency and flagged counts per source (`source (attack|benign)`)."""
+def _scan_set(scanner, rows: list[dict], registered: bool = False) -> tuple[list, dict]:
+    """Each row's scan result, and TPR, FPR, latency and flagged counts per source (`source (attack|benign)`).
+
+    With `registered`, each row is scanned with its `template` registered; the template's own text
+    is then left out of the scan wherever the row fills it (`template_matched` counts those rows).
+    """
+    from security.guardrails.templates import PromptTemplate
+
     results, latencies_ms = [], []
     flagged: Counter[str] = Counter()
     seen: Counter[str] = Counter()
+    parsed: dict[str, PromptTemplate] = {}
     for r in rows:
+        if registered and r["template"] not in parsed:
+            parsed[r["template"]] = PromptTemplate.parse(r["group"], r["template"])
         started = time.perf_counter()
-        results.append(scanner.scan(r["text"]))
+        results.append(scanner.scan_texts([r["text"]], "messages", (parsed[r["template"]],)) if registered else scanner.scan(r["text"]))
         latencies_ms.append((time.perf_counter() - started) * 1000)
         source = f"{r['source']} ({'attack' if r['label'] else 'benign'})"
         seen[source] += 1
@@ -156,7 +171,8 @@ def _scan_set(scanner, rows: list[dict]) -> tuple[list, dict]:
     tp = sum(flagged[s] for s in seen if s.endswith("(attack)"))
     fp = sum(flagged[s] for s in seen if s.endswith("(benign)"))
     benign = len(rows) - attacks
-    return results, {"tpr": tp / attacks, "fpr": fp / benign, "false_positives": fp, "missed": attacks - tp,
+    matched = {"template_matched": sum(bool(r.templates) for r in results)} if registered else {}
+    return results, {**matched, "tpr": tp / attacks, "fpr": fp / benign, "false_positives": fp, "missed": attacks - tp,
                      "tpr_95ci": wilson_interval(tp, attacks), "fpr_95ci": wilson_interval(fp, benign),
                      "p50_ms": statistics.median(latencies_ms), "p99_ms": _percentile(latencies_ms, 99),
                      "flagged_by_source": {s: f"{flagged[s]}/{n}" for s, n in sorted(seen.items())}}
@@ -262,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sets = {"fresh": eval_set_benchmark(scanners, corpus_sources_fresh.OUT_PATH),
             "third": eval_set_benchmark(scanners, corpus_sources_third.OUT_PATH),
-            "rag": eval_set_benchmark(scanners, corpus_sources_rag.OUT_PATH)}
+            "rag": eval_set_benchmark(scanners, corpus_sources_rag.OUT_PATH, registered=("heuristics", "heuristics+classifier"))}
     redaction = redaction_benchmark()
     result = {"injection": injection, **sets, "redaction": redaction, "cpu_count": os.cpu_count(),
               "load_average_1m_at_start": load_at_start, "load_average_1m_at_end": os.getloadavg()[0]}
@@ -292,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             m = m_set[name]
             (tl, th), (fl, fh) = m["tpr_95ci"], m["fpr_95ci"]
             print(f"| {name} | {m['tpr']:.1%} ({tl:.1%}-{th:.1%}) | {m['fpr']:.1%} ({fl:.1%}-{fh:.1%}) | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
+        for name in [n for n in scanners_in(m_set) if "template_matched" in m_set[n]]:
+            print(f"\n{name}: {m_set[name]['template_matched']}/{m_set['examples']} prompts matched their registered template")
     print("\nRedaction (generated labelled set)\n\n| type | precision | recall | n |\n| --- | --- | --- | --- |")
     for entity, m in redaction["per_type"].items():
         print(f"| {entity} | {m['precision']:.1%} | {m['recall']:.1%} | {m['support']} |")

@@ -32,7 +32,9 @@ lists below. Every benign fill (label 0) has a twin (label 1, same group): the s
 and question with one instruction (`corpus_documents.INJECTIONS`) planted in the document slot only,
 between paragraphs. Without twins the head would learn that template wording means benign; with
 them, what differs is only the planted instruction. Templates that themselves say "ignore ..." or
-"you MUST ONLY ..." stay benign, and their twins teach that this wording is not the cue.
+"you MUST ONLY ..." stay benign, and their twins teach that this wording is not the cue. Each row
+keeps its template (`template`), so the benchmark can also scan it as a registered template
+(`injection.templates`), which leaves the template's own text out of the scan.
 
 Rows repeating an evaluation set's prompt (fresh or third; `NearDuplicateIndex`) are dropped, and
 counted. Choosing this source followed the third set's reading (its benign false positives were
@@ -216,7 +218,9 @@ def build(templates: list[dict], passages: dict[str, list[str]], evaluation: lis
                 dropped["repeats an evaluation prompt"] += 1
                 continue
             seen.update((clean, attacked))
-            rows += [{"text": text, "label": label, "source": SOURCE, "group": t["group"]} for text, label in ((clean, 0), (attacked, 1))]
+            # The template goes with each fill, so the benchmark can also scan it as a registered template.
+            rows += [{"text": text, "label": label, "source": SOURCE, "group": t["group"], "template": t["template"]}
+                     for text, label in ((clean, 0), (attacked, 1))]
     return rows, dropped
 
 
