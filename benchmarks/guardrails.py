@@ -15,6 +15,7 @@ import random
 import statistics
 import time
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -115,14 +116,15 @@ def shipped_tpr_at_fpr(scored: list[tuple[bool, float, int]], max_fpr: float) ->
     return best
 
 
-def eval_set_benchmark(scanners: dict, path: Path, registered: tuple[str, ...] = ()) -> dict:
+def eval_set_benchmark(scanners: dict, path: Path, registered: tuple[str, ...] = (), known: tuple[str, ...] = ()) -> dict:
     """Scan one of the evaluation sets outside the corpus: the fresh and third sets, built from
     packages the corpus does not use and decontaminated against it (`corpus_sources_fresh.py`,
     `corpus_sources_third.py`), or the RAG set, real prompt templates filled with documents, each
     fill with an attack twin (`corpus_sources_rag.py`).
 
     The scanners named in `registered` scan the set a second time with each row's template
-    registered (`injection.templates`), as an application that registers its template gets.
+    registered (`injection.templates`), as an application that registers its template gets; those
+    named in `known`, with every library of `injection.known_templates` enabled instead.
     """
     from security.guardrails.corpus_sources import read_jsonl
 
@@ -132,8 +134,40 @@ def eval_set_benchmark(scanners: dict, path: Path, registered: tuple[str, ...] =
     for name, scanner in scanners.items():
         out[name] = _scan_set(scanner, rows)[1]
     for name in registered:
-        out[f"{name}, template registered"] = _scan_set(scanners[name], rows, registered=True)[1]
+        out[f"{name}, template registered"] = _scan_set(scanners[name], rows, _own_template())[1]
+    every_known = _known() if known else ()
+    for name in known:
+        out[f"{name}, known templates"] = _scan_set(scanners[name], rows, lambda r: every_known)[1]
     return out
+
+
+def _own_template():
+    """row -> (its `template`, registered), each template parsed once."""
+    from security.guardrails.templates import PromptTemplate
+
+    parsed: dict[str, PromptTemplate] = {}
+
+    def templates(row: dict) -> tuple:
+        if row["template"] not in parsed:
+            parsed[row["template"]] = PromptTemplate.parse(row["group"], row["template"])
+        return (parsed[row["template"]],)
+
+    return templates
+
+
+@lru_cache(maxsize=1)
+def _known() -> tuple:
+    """Every shipped known template (`injection.known_templates` with all its libraries), in matching order."""
+    from security.guardrails.templates import compile_templates, known_libraries, known_templates
+
+    return tuple(compile_templates(known_templates(list(known_libraries()))).values())
+
+
+def known_template_matches(texts: list[str]) -> int:
+    """How many of `texts` fill a known template (string matching only: no scanner reads them)."""
+    from security.guardrails.templates import split_templates
+
+    return len(split_templates(texts, _known())[1])
 
 
 def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -146,23 +180,20 @@ def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _scan_set(scanner, rows: list[dict], registered: bool = False) -> tuple[list, dict]:
+def _scan_set(scanner, rows: list[dict], templates_of=None) -> tuple[list, dict]:
     """Each row's scan result, and TPR, FPR, latency and flagged counts per source (`source (attack|benign)`).
 
-    With `registered`, each row is scanned with its `template` registered; the template's own text
-    is then left out of the scan wherever the row fills it (`template_matched` counts those rows).
+    With `templates_of` (row -> registered templates), each row is scanned with those templates; a
+    template's own text is then left out of the scan wherever the row fills it (`template_matched`
+    counts those rows).
     """
-    from security.guardrails.templates import PromptTemplate
-
     results, latencies_ms = [], []
     flagged: Counter[str] = Counter()
     seen: Counter[str] = Counter()
-    parsed: dict[str, PromptTemplate] = {}
     for r in rows:
-        if registered and r["template"] not in parsed:
-            parsed[r["template"]] = PromptTemplate.parse(r["group"], r["template"])
+        templates = templates_of(r) if templates_of else None
         started = time.perf_counter()
-        results.append(scanner.scan_texts([r["text"]], "messages", (parsed[r["template"]],)) if registered else scanner.scan(r["text"]))
+        results.append(scanner.scan_texts([r["text"]], "messages", templates) if templates_of else scanner.scan(r["text"]))
         latencies_ms.append((time.perf_counter() - started) * 1000)
         source = f"{r['source']} ({'attack' if r['label'] else 'benign'})"
         seen[source] += 1
@@ -171,7 +202,7 @@ def _scan_set(scanner, rows: list[dict], registered: bool = False) -> tuple[list
     tp = sum(flagged[s] for s in seen if s.endswith("(attack)"))
     fp = sum(flagged[s] for s in seen if s.endswith("(benign)"))
     benign = len(rows) - attacks
-    matched = {"template_matched": sum(bool(r.templates) for r in results)} if registered else {}
+    matched = {"template_matched": sum(bool(r.templates) for r in results)} if templates_of else {}
     return results, {**matched, "tpr": tp / attacks, "fpr": fp / benign, "false_positives": fp, "missed": attacks - tp,
                      "tpr_95ci": wilson_interval(tp, attacks), "fpr_95ci": wilson_interval(fp, benign),
                      "p50_ms": statistics.median(latencies_ms), "p99_ms": _percentile(latencies_ms, 99),
@@ -278,9 +309,18 @@ def main(argv: list[str] | None = None) -> int:
 
     sets = {"fresh": eval_set_benchmark(scanners, corpus_sources_fresh.OUT_PATH),
             "third": eval_set_benchmark(scanners, corpus_sources_third.OUT_PATH),
-            "rag": eval_set_benchmark(scanners, corpus_sources_rag.OUT_PATH, registered=("heuristics", "heuristics+classifier"))}
+            "rag": eval_set_benchmark(scanners, corpus_sources_rag.OUT_PATH, registered=("heuristics", "heuristics+classifier"),
+                                      known=("heuristics+classifier",))}
+    # Would enabling every known template change what the other sets' scans read? (string matching only)
+    from security.guardrails.corpus import CORPUS_PATH
+    from security.guardrails.corpus_sources import read_jsonl
+
+    held_out = [r["text"] for r in read_jsonl(CORPUS_PATH) if r["split"] == "test"]
+    known_matches = {"held_out": known_template_matches(held_out),
+                     **{key: known_template_matches([r["text"] for r in read_jsonl(path)])
+                        for key, path in (("fresh", corpus_sources_fresh.OUT_PATH), ("third", corpus_sources_third.OUT_PATH))}}
     redaction = redaction_benchmark()
-    result = {"injection": injection, **sets, "redaction": redaction, "cpu_count": os.cpu_count(),
+    result = {"injection": injection, **sets, "known_template_matches": known_matches, "redaction": redaction, "cpu_count": os.cpu_count(),
               "load_average_1m_at_start": load_at_start, "load_average_1m_at_end": os.getloadavg()[0]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
@@ -309,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
             (tl, th), (fl, fh) = m["tpr_95ci"], m["fpr_95ci"]
             print(f"| {name} | {m['tpr']:.1%} ({tl:.1%}-{th:.1%}) | {m['fpr']:.1%} ({fl:.1%}-{fh:.1%}) | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
         for name in [n for n in scanners_in(m_set) if "template_matched" in m_set[n]]:
-            print(f"\n{name}: {m_set[name]['template_matched']}/{m_set['examples']} prompts matched their registered template")
+            print(f"\n{name}: {m_set[name]['template_matched']}/{m_set['examples']} prompts matched a registered template")
+    print(f"\nPrompts of the other sets that fill a known template (string matching only): {known_matches}")
     print("\nRedaction (generated labelled set)\n\n| type | precision | recall | n |\n| --- | --- | --- | --- |")
     for entity, m in redaction["per_type"].items():
         print(f"| {entity} | {m['precision']:.1%} | {m['recall']:.1%} | {m['support']} |")

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from security.guardrails.templates import compile_templates
+from security.guardrails.templates import compile_templates, known_templates
 
 FailMode = Literal["open", "closed"]
 InjectionAction = Literal["block", "flag", "off"]
@@ -180,10 +180,21 @@ class InjectionSettings(BaseModel):
         description="Registered prompt templates, name -> str.format template ('...{context}...Question: {question}'): "
         "a user turn or completion prompt that fills one is scanned as its slot values, without the template's own text.",
     )
+    known_templates: list[str] = Field(
+        default_factory=list,
+        description="Libraries whose default prompt templates are registered too (llama-index-core, langchain-classic, "
+        "langchain-community; the versions data/known_templates.json names), each under its name 'library:path:line'.",
+    )
     tenant_templates: dict[str, list[str]] = Field(
         default_factory=dict,
-        description="Which registered templates a tenant may use (by name); a tenant not listed may use them all.",
+        description="Which registered templates (known ones included) a tenant may use, by name; a tenant not listed may use them all.",
     )
+
+    def all_templates(self) -> dict[str, str]:
+        """name -> template, in matching order: `templates` first (the operator's own win a shared
+        name), then the known libraries' templates, most specific first."""
+        known = known_templates(self.known_templates)
+        return {**self.templates, **{name: t for name, t in known.items() if name not in self.templates}}
 
     @model_validator(mode="after")
     def _hf_needs_model(self) -> InjectionSettings:
@@ -192,11 +203,12 @@ class InjectionSettings(BaseModel):
         if self.classifier == "embedding_head" and self.encoder_quantization == "int8" and self.device != "cpu":
             raise ValueError(f"injection.encoder_quantization 'int8' runs on the CPU only; set it to 'none' for device {self.device!r}")
         compile_templates(self.templates)  # TemplateError is a ValueError: start-up names the bad template
+        registered = self.all_templates()  # ValueError for a library whose templates do not ship
         for tenant, names in self.tenant_templates.items():
-            unknown = sorted(set(names) - self.templates.keys())
+            unknown = sorted(set(names) - registered.keys())
             if unknown:
                 raise ValueError(f"injection.tenant_templates[{tenant!r}] names unregistered templates {unknown}; "
-                                 f"registered: {sorted(self.templates)}")
+                                 f"registered: {sorted(self.templates)}" + (" and the known_templates" if self.known_templates else ""))
         return self
 
 

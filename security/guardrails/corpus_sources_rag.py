@@ -64,6 +64,7 @@ from security.guardrails.corpus_sources import EXTRA_DIR, group_near_duplicates,
 from security.guardrails.corpus_sources_fresh import OUT_PATH as FRESH_PATH
 from security.guardrails.corpus_sources_fresh import NearDuplicateIndex
 from security.guardrails.corpus_sources_third import OUT_PATH as THIRD_PATH
+from security.guardrails.known_templates import string_value
 
 OUT_PATH = DATA_DIR / "rag_templates.jsonl"
 SOURCE = "rag_templates"
@@ -105,23 +106,12 @@ class TemplateError(Exception):
     """A wheel is missing or holds no template: the CLI prints it and exits 2."""
 
 
-def _string(node: ast.AST) -> str | None:
-    """The value of a string constant, or of `"a" + "b"` concatenations of them."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-        left, right = _string(node.left), _string(node.right)
-        if left is not None and right is not None:
-            return left + right
-    return None
-
-
 def templates_in(source: str) -> list[tuple[str, str]]:
     """(name, template) for each module-level string assignment with fillable slots, one a document slot."""
     found = []
     for node in ast.parse(source).body:
         target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
-        text = _string(node.value) if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value else None
+        text = string_value(node.value) if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value else None
         if not isinstance(target, ast.Name) or text is None or not TEMPLATE_MIN_CHARS <= len(text) <= TEMPLATE_MAX_CHARS:
             continue
         slots = set(_SLOT.findall(text))

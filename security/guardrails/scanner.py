@@ -65,7 +65,7 @@ class PromptScanner:
     def __init__(self, settings: InjectionSettings, classifier: InjectionClassifier | None = None) -> None:
         self._s = settings
         self.classifier = classifier
-        self._templates = compile_templates(settings.templates)
+        self._templates = compile_templates(settings.all_templates())
 
     @classmethod
     def from_settings(cls, settings: InjectionSettings) -> PromptScanner:

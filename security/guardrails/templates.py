@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import string
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Iterable, Sequence
 
+# The libraries' own templates (built by `python -m security.guardrails.known_templates`).
+KNOWN_TEMPLATES_PATH = Path(__file__).with_name("data") / "known_templates.json"
 # A template must vouch for this much text, or it would exempt next to nothing while still
 # matching prompts it was never written for.
 MIN_LITERAL_CHARS = 20
@@ -129,3 +134,28 @@ def split_templates(texts: Iterable[str], templates: Sequence[PromptTemplate]) -
         else:
             out.append(text)
     return out, matched
+
+
+@lru_cache(maxsize=None)
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def known_libraries(path: Path = KNOWN_TEMPLATES_PATH) -> dict[str, str]:
+    """library -> the version whose templates ship."""
+    return dict(_read(path)["libraries"])
+
+
+def known_templates(libraries: list[str], path: Path = KNOWN_TEMPLATES_PATH) -> dict[str, str]:
+    """name -> template for every shipped template of `libraries` (names as in `known_libraries`).
+
+    Raises:
+        ValueError: a library whose templates do not ship.
+    """
+    if not libraries:
+        return {}
+    data = _read(path)
+    unknown = sorted(set(libraries) - data["libraries"].keys())
+    if unknown:
+        raise ValueError(f"injection.known_templates names {unknown}; templates ship for {sorted(data['libraries'])}")
+    return {t["name"]: t["template"] for t in data["templates"] if t["library"] in libraries}

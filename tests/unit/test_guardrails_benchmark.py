@@ -75,7 +75,17 @@ def test_the_rag_set_is_scanned_again_with_each_row_template_registered(tmp_path
     path = tmp_path / "rag.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = bench.eval_set_benchmark({"heuristics": PromptScanner(InjectionSettings(classifier="none"))}, path,
-                                   registered=("heuristics",))
+                                   registered=("heuristics",), known=("heuristics",))
     assert (out["heuristics"]["tpr"], out["heuristics"]["fpr"]) == (1.0, 0.5)
     registered = out["heuristics, template registered"]
     assert (registered["tpr"], registered["fpr"], registered["template_matched"]) == (1.0, 0.0, 2)
+    known = out["heuristics, known templates"]  # no library ships this template: scanned whole
+    assert (known["tpr"], known["fpr"], known["template_matched"]) == (1.0, 0.5, 0)
+
+
+def test_known_template_matches_counts_fills_of_library_templates():
+    from security.guardrails.templates import known_libraries, known_templates
+
+    template = known_templates(list(known_libraries()))["llama-index-core:llama_index/core/prompts/chat_prompts.py:34"]
+    fill = template.format(context_str="A document.", query_str="A question?")
+    assert bench.known_template_matches([fill, "Just a question?", fill + " and more"]) == 1

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from security.guardrails.scanner import PromptScanner
-from security.guardrails.templates import PromptTemplate, TemplateError, split_templates
+from security.guardrails.templates import PromptTemplate, split_templates
 from security.settings import InjectionSettings
 
 # A RAG template whose own text trips the heuristics: it tells the model what to ignore.
