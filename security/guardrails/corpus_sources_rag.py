@@ -33,8 +33,10 @@ and question with one instruction (`corpus_documents.INJECTIONS`) planted in the
 between paragraphs. Without twins the head would learn that template wording means benign; with
 them, what differs is only the planted instruction. Templates that themselves say "ignore ..." or
 "you MUST ONLY ..." stay benign, and their twins teach that this wording is not the cue. Each row
-keeps its template (`template`), so the benchmark can also scan it as a registered template
-(`injection.templates`), which leaves the template's own text out of the scan.
+keeps its template (`template`, in `str.format` form), so the benchmark can also scan it as a
+registered template (`injection.templates`), which leaves the template's own text out of the scan.
+A llama-index template is filled as llama-index fills it (`templates.from_llama_index`: its
+literal braces stay as written, so a JSON example reaches the model as "{{...}}").
 
 Rows repeating an evaluation set's prompt (fresh or third; `NearDuplicateIndex`) are dropped, and
 counted. Choosing this source followed the third set's reading (its benign false positives were
@@ -65,6 +67,7 @@ from security.guardrails.corpus_sources_fresh import OUT_PATH as FRESH_PATH
 from security.guardrails.corpus_sources_fresh import NearDuplicateIndex
 from security.guardrails.corpus_sources_third import OUT_PATH as THIRD_PATH
 from security.guardrails.known_templates import string_value
+from security.guardrails.templates import from_llama_index
 
 OUT_PATH = DATA_DIR / "rag_templates.jsonl"
 SOURCE = "rag_templates"
@@ -185,7 +188,9 @@ def build(templates: list[dict], passages: dict[str, list[str]], evaluation: lis
     rows, dropped = [], Counter()
     for t in templates:
         split = extra_split(t["group"])
-        slots = [s for s in dict.fromkeys(_SLOT.findall(t["template"])) if SLOT_KINDS[s] == "document"]
+        # Filled as the library fills it: llama-index leaves literal braces as written.
+        template = from_llama_index(t["template"]) if t["package"] == "llama-index-core" else t["template"]
+        slots = [s for s in dict.fromkeys(_SLOT.findall(template)) if SLOT_KINDS[s] == "document"]
         for _ in range(fills):
             pairs = [_document_pair(passages, split, rng) for _ in slots]
             if "context_list" in slots:  # a numbered list of two or three documents, one of them attacked
@@ -197,9 +202,9 @@ def build(templates: list[dict], passages: dict[str, list[str]], evaluation: lis
             # One slot carries the instruction; any other document slot keeps its clean text.
             hit = rng.randrange(len(pairs))
             state = rng.getstate()
-            clean = _fill(t["template"], [c for c, _ in pairs], rng)
+            clean = _fill(template, [c for c, _ in pairs], rng)
             rng.setstate(state)  # the twin draws the same question and answer
-            attacked = _fill(t["template"], [a if i == hit else c for i, (c, a) in enumerate(pairs)], rng)
+            attacked = _fill(template, [a if i == hit else c for i, (c, a) in enumerate(pairs)], rng)
             # A pair is kept or dropped whole, so every attack keeps its clean twin.
             if clean in seen or attacked in seen:
                 dropped["repeat"] += 1
@@ -209,7 +214,7 @@ def build(templates: list[dict], passages: dict[str, list[str]], evaluation: lis
                 continue
             seen.update((clean, attacked))
             # The template goes with each fill, so the benchmark can also scan it as a registered template.
-            rows += [{"text": text, "label": label, "source": SOURCE, "group": t["group"], "template": t["template"]}
+            rows += [{"text": text, "label": label, "source": SOURCE, "group": t["group"], "template": template}
                      for text, label in ((clean, 0), (attacked, 1))]
     return rows, dropped
 

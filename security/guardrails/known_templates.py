@@ -11,9 +11,12 @@ versions in `corpus_sources_rag.TEMPLATE_PACKAGES` (MIT): every string constant 
 chain, anywhere in a module (module-level, a `ChatMessage(content=...)`, a `from_messages` tuple),
 with a document slot (`corpus_sources_rag.DOCUMENT_SLOTS`) and only `{identifier}` slots, that
 parses as a `PromptTemplate`; not docstrings, f-string parts, or messages a `raise` or a logging
-call formats. A template whose literal text alone trips a strong heuristic is left out: the
-guardrail must never take a library's "ignore the previous ..." wording on trust. A template of
-another version of a library is not in the file and does not match; the file names the versions.
+call formats. Templates are stored in `str.format` form, as each library fills them: langchain
+formats with `str.format`; llama-index leaves literal braces as written, so its are doubled
+(`templates.from_llama_index`). A template whose literal text alone trips a strong heuristic is
+left out: the guardrail must never take a library's "ignore the previous ..." wording on trust. A
+template of another version of a library is not in the file and does not match; the file names
+the versions.
 
 Regenerate (pip reaches PyPI):
   pip download llama-index-core==0.14.25 langchain-classic==1.0.8 langchain-community==0.4.2 \\
@@ -31,7 +34,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from security.guardrails.templates import KNOWN_TEMPLATES_PATH, PromptTemplate, TemplateError
+from security.guardrails.templates import KNOWN_TEMPLATES_PATH, PromptTemplate, TemplateError, from_llama_index
 
 _LOG_CALLS = {"debug", "info", "warning", "warn", "error", "exception", "critical"}
 
@@ -113,6 +116,7 @@ def build(wheels_dir: Path) -> tuple[dict, list[str]]:
                         continue
                     seen.add(text)
                     name = f"{library}:{path}:{line}"
+                    text = from_llama_index(text) if library == "llama-index-core" else text  # langchain: str.format
                     literal = "\n".join(PromptTemplate.parse(name, text).literals)
                     if scan_heuristics(normalize(literal)).strong:
                         refused.append(name)

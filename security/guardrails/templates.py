@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import string
 from dataclasses import dataclass
 from functools import lru_cache
@@ -107,6 +108,26 @@ class PromptTemplate:
             at = found + len(literal)
         values.append(text[at:end])
         return values
+
+
+_LLAMA_INDEX_FIELD = re.compile(r"\{([^{}]+)\}")
+
+
+def from_llama_index(template: str) -> str:
+    """The `str.format` form of a llama-index template.
+
+    llama-index fills a template with its own formatter (`prompts.utils.SafeFormatter`): it
+    replaces `{name}` and leaves every other brace as written, so its "{{...}}" JSON examples
+    reach the model doubled, where `str.format` would halve them. Its literal braces are doubled
+    here, so that `PromptTemplate.parse` and `str.format` see what llama-index sends.
+    """
+    out, at = [], 0
+    for match in _LLAMA_INDEX_FIELD.finditer(template):
+        if match.group(1).isidentifier():
+            out += [template[at:match.start()].replace("{", "{{").replace("}", "}}"), match.group(0)]
+            at = match.end()
+    out.append(template[at:].replace("{", "{{").replace("}", "}}"))
+    return "".join(out)
 
 
 def compile_templates(templates: dict[str, str]) -> dict[str, PromptTemplate]:

@@ -115,6 +115,19 @@ def test_a_registered_rag_template_is_scanned_by_its_slots(default_app, default_
     assert "prompt_templates" not in record
 
 
+def test_a_llama_index_default_prompt_is_recognised_when_known_templates_are_on(default_app, default_state_dir, make_key):
+    # The user turn llama-index-core 0.14.25's chat query engine sends (prompts/chat_prompts.py:34).
+    prompt = ("Context information is below.\n---------------------\nThe office opens at 9am on weekdays.\n"
+              "---------------------\nGiven the context information and not prior knowledge, answer the query.\n"
+              "Query: When does the office open?\nAnswer: ")
+    client = _client(default_app, make_key("user", "e2e-known"))
+    ok = client.chat.completions.with_raw_response.create(model="smollm2", max_tokens=3,
+                                                          messages=[{"role": "user", "content": prompt}])
+    [record] = _audit_for(default_state_dir, ok.headers["x-request-id"])
+    assert record["decision"] == "allowed"
+    assert record["prompt_templates"] == ["llama-index-core:llama_index/core/prompts/chat_prompts.py:34"]
+
+
 def test_rate_limited_client_gets_429_with_headers(default_app, default_state_dir, make_key, ray_cluster):
     # The default per-key limit: 60 requests/minute with a burst of 20.
     client = _client(default_app, make_key("user", "e2e-ratelimit"))

@@ -12,7 +12,7 @@ from security.guardrails import corpus_documents as D
 from security.guardrails import corpus_sources_rag as rag
 from security.guardrails.corpus import CORPUS_PATH, extra_split
 from security.guardrails.corpus_sources import read_jsonl
-from security.guardrails.templates import PromptTemplate
+from security.guardrails.templates import PromptTemplate, from_llama_index
 
 QA = ("Context information is below.\n---------------------\n{context_str}\n---------------------\n"
       "Given the context information and not prior knowledge, answer the query.\nQuery: {query_str}\nAnswer: ")
@@ -97,10 +97,17 @@ def test_every_fill_has_a_twin_differing_only_by_one_planted_instruction(wheels:
         assert not [slot for slot in rag.SLOT_KINDS if f"{{{slot}}}" in clean["text"]]  # every slot filled
         # Each row carries its template, and the template's literal text is all that a registered
         # template leaves out: the planted instruction is in a slot.
-        assert clean["template"] == attacked["template"] and clean["template"] in {t["template"] for t in templates}
+        as_filled = {from_llama_index(t["template"]) if t["package"] == "llama-index-core" else t["template"] for t in templates}
+        assert clean["template"] == attacked["template"] and clean["template"] in as_filled
         template = PromptTemplate.parse(clean["group"], clean["template"])
         assert template.match(clean["text"]) is not None
         assert any(line in value for value in template.match(attacked["text"]) for line in added)
+
+
+def test_llama_index_templates_are_filled_as_llama_index_fills_them(wheels: Path) -> None:
+    rows, _ = rag.build(rag.read_templates(wheels), _passages(), evaluation=[], fills=2)
+    json_example = [r for r in rows if r["text"].startswith("Return JSON like")]
+    assert json_example and all(r["text"].startswith('Return JSON like {{"answer": "..."}} for the text') for r in json_example)
 
 
 def test_a_passage_is_only_used_with_a_template_on_its_side_of_the_split(wheels: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from security.guardrails.scanner import PromptScanner
-from security.guardrails.templates import PromptTemplate, split_templates
+from security.guardrails.templates import PromptTemplate, from_llama_index, split_templates
 from security.settings import InjectionSettings
 
 # A RAG template whose own text trips the heuristics: it tells the model what to ignore.
@@ -135,3 +135,21 @@ def test_the_shipped_classifier_reads_the_documents_not_the_persona():
     assert not clean.is_injection and clean.templates == ("persona",)
     attacked = PERSONA.format(context_str=DOCUMENT + "\n\n" + ATTACK)
     assert scanner.scan_messages([{"role": "user", "content": attacked}], templates).is_injection
+
+
+def _llama_index_format(template: str, **values: str) -> str:
+    """llama-index-core 0.14.25's `prompts.utils.format_string` (SafeFormatter), the oracle below."""
+    import re
+
+    return re.sub(r"\{([^{}]+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def test_a_llama_index_template_matches_what_llama_index_sends():
+    raw = ('Return the mapping in JSON.\nOutput Mapping:\n{{"NAME1": "Zhang Wei"}}\n'
+           "Context:\n{context_str}\nTask: {query_str}\nKeep {this one} as written.\n")
+    sent = _llama_index_format(raw, context_str="Hello Ann.", query_str="Mask the PII.")
+    assert '{{"NAME1": "Zhang Wei"}}' in sent and "{this one}" in sent  # llama-index halves nothing
+    converted = from_llama_index(raw)
+    assert converted.format(context_str="Hello Ann.", query_str="Mask the PII.") == sent
+    assert PromptTemplate.parse("pii", converted).match(sent) is not None
+    assert PromptTemplate.parse("pii", raw).match(sent) is None  # read as str.format, it would not match
