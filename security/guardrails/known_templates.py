@@ -22,6 +22,8 @@ Regenerate (pip reaches PyPI):
   pip download llama-index-core==0.14.25 langchain-classic==1.0.8 langchain-community==0.4.2 \\
       --no-deps --only-binary :all: -d wheels
   python -m security.guardrails.known_templates --wheels-dir wheels
+Check another release (how many of its templates the file holds word for word):
+  python -m security.guardrails.known_templates --check-wheel langchain-0.3.27-py3-none-any.whl
 """
 
 from __future__ import annotations
@@ -97,9 +99,22 @@ def templates_in_module(source: str, document_slots: set[str]) -> list[tuple[int
     return found
 
 
+def wheel_templates(wheel: Path, library: str) -> list[tuple[str, str]]:
+    """(name, template in `str.format` form) of every prompt template with a document slot in `wheel`."""
+    from security.guardrails.corpus_sources_rag import DOCUMENT_SLOTS
+
+    found = []
+    with zipfile.ZipFile(wheel) as zf:
+        for path in sorted(n for n in zf.namelist() if n.endswith(".py") and "/tests/" not in n):
+            for line, text in templates_in_module(zf.read(path).decode("utf-8"), DOCUMENT_SLOTS):
+                # llama-index fills with its own formatter; langchain with str.format.
+                found.append((f"{library}:{path}:{line}", from_llama_index(text) if library == "llama-index-core" else text))
+    return found
+
+
 def build(wheels_dir: Path) -> tuple[dict, list[str]]:
     """The file's content, and the names left out because their literal text trips a strong heuristic."""
-    from security.guardrails.corpus_sources_rag import DOCUMENT_SLOTS, TEMPLATE_PACKAGES, TemplateError as WheelError
+    from security.guardrails.corpus_sources_rag import TEMPLATE_PACKAGES, TemplateError as WheelError
     from security.guardrails.heuristics import scan_heuristics
     from security.guardrails.normalize import normalize
 
@@ -109,19 +124,15 @@ def build(wheels_dir: Path) -> tuple[dict, list[str]]:
         wheel = wheels_dir / f"{package}-{version}-py3-none-any.whl"
         if not wheel.is_file():
             raise WheelError(f"{wheel} not found: pip download the wheels into {wheels_dir} (see the module docstring)")
-        with zipfile.ZipFile(wheel) as zf:
-            for path in sorted(n for n in zf.namelist() if n.endswith(".py") and "/tests/" not in n):
-                for line, text in templates_in_module(zf.read(path).decode("utf-8"), DOCUMENT_SLOTS):
-                    if text in seen:
-                        continue
-                    seen.add(text)
-                    name = f"{library}:{path}:{line}"
-                    text = from_llama_index(text) if library == "llama-index-core" else text  # langchain: str.format
-                    literal = "\n".join(PromptTemplate.parse(name, text).literals)
-                    if scan_heuristics(normalize(literal)).strong:
-                        refused.append(name)
-                        continue
-                    rows.append({"name": name, "library": library, "template": text})
+        for name, text in wheel_templates(wheel, library):
+            if text in seen:
+                continue
+            seen.add(text)
+            literal = "\n".join(PromptTemplate.parse(name, text).literals)
+            if scan_heuristics(normalize(literal)).strong:
+                refused.append(name)
+                continue
+            rows.append({"name": name, "library": library, "template": text})
     # The most specific template first: of two that match, the one with more literal text leaves
     # out more of the library's own words.
     rows.sort(key=lambda r: -sum(map(len, PromptTemplate.parse(r["name"], r["template"]).literals)))
@@ -129,13 +140,33 @@ def build(wheels_dir: Path) -> tuple[dict, list[str]]:
     return {"libraries": libraries, "refused_strong_heuristic": refused, "templates": rows}, refused
 
 
+def coverage(wheel: Path, path: Path = KNOWN_TEMPLATES_PATH) -> dict:
+    """How many of the templates in another release's `wheel` the shipped file holds word for word
+    (those match as known templates; the others are scanned whole)."""
+    library = "llama-index-core" if wheel.name.startswith("llama_index") else wheel.name.split("-")[0].replace("_", "-")
+    shipped = {t["template"] for t in json.loads(path.read_text())["templates"]}
+    found = dict((text, name) for name, text in wheel_templates(wheel, library))
+    missing = sorted(name for text, name in found.items() if text not in shipped)
+    return {"wheel": wheel.name, "templates": len(found), "shipped": len(found) - len(missing), "not_shipped": missing}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wheels-dir", type=Path, required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--wheels-dir", type=Path, help="build the file from the TEMPLATE_PACKAGES wheels here")
+    source.add_argument("--check-wheel", type=Path, action="append",
+                        help="print how many of this wheel's templates the shipped file holds (repeatable)")
     parser.add_argument("--out", type=Path, default=KNOWN_TEMPLATES_PATH)
     args = parser.parse_args(argv)
     from security.guardrails.corpus_sources_rag import TemplateError as WheelError
 
+    if args.check_wheel:
+        for wheel in args.check_wheel:
+            if not wheel.is_file():
+                print(f"error: {wheel} not found", file=sys.stderr)
+                return 2
+            print(json.dumps(coverage(wheel, args.out)))
+        return 0
     try:
         data, refused = build(args.wheels_dir)
     except WheelError as exc:

@@ -111,3 +111,22 @@ def test_a_llama_index_chat_query_is_scanned_by_its_slots_and_own_templates_come
     scanner = PromptScanner(InjectionSettings(classifier="none", known_templates=["llama-index-core"], templates={"mine": own}))
     assert scanner.scan_messages([{"role": "user", "content": text}], scanner.templates_for("acme")).templates == ("mine",)
     assert PromptScanner(InjectionSettings(classifier="none")).templates_for("acme") == ()  # opt-in
+
+
+def test_check_wheel_counts_another_release_templates_held_word_for_word(tmp_path, capsys):
+    versions = dict(TEMPLATE_PACKAGES)
+    _wheel(tmp_path, "llama_index_core", versions["llama_index_core"], {"llama_index/core/prompts/a.py": MODULE})
+    _wheel(tmp_path, "langchain_classic", versions["langchain_classic"], {"langchain_classic/chains/b.py": MODULE})
+    _wheel(tmp_path, "langchain_community", versions["langchain_community"], {"langchain_community/c.py": "X = 1\n"})
+    out = tmp_path / "known.json"
+    assert K.main(["--wheels-dir", str(tmp_path), "--out", str(out)]) == 0
+    older = tmp_path / "old"
+    older.mkdir()
+    reworded = 'NEW = "Context information is above.\\n{context_str}\\nAnswer the query: {query_str}"\n'
+    _wheel(older, "langchain", "0.3.0", {"langchain/chains/b.py": MODULE + reworded})
+    capsys.readouterr()
+    assert K.main(["--check-wheel", str(older / "langchain-0.3.0-py3-none-any.whl"), "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["templates"], report["shipped"]) == (4, 3)
+    assert report["not_shipped"] == [f"langchain:langchain/chains/b.py:{MODULE.count(chr(10)) + 1}"]  # NEW's line
+    assert K.main(["--check-wheel", str(older / "nope.whl")]) == 2
