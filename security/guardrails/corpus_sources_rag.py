@@ -67,7 +67,7 @@ from security.guardrails.corpus_sources_fresh import OUT_PATH as FRESH_PATH
 from security.guardrails.corpus_sources_fresh import NearDuplicateIndex
 from security.guardrails.corpus_sources_third import OUT_PATH as THIRD_PATH
 from security.guardrails.known_templates import string_value
-from security.guardrails.templates import from_llama_index
+from security.guardrails.templates import library_template
 
 OUT_PATH = DATA_DIR / "rag_templates.jsonl"
 SOURCE = "rag_templates"
@@ -189,7 +189,7 @@ def build(templates: list[dict], passages: dict[str, list[str]], evaluation: lis
     for t in templates:
         split = extra_split(t["group"])
         # Filled as the library fills it: llama-index leaves literal braces as written.
-        template = from_llama_index(t["template"]) if t["package"] == "llama-index-core" else t["template"]
+        template = library_template(t["template"], t["package"])
         slots = [s for s in dict.fromkeys(_SLOT.findall(template)) if SLOT_KINDS[s] == "document"]
         for _ in range(fills):
             pairs = [_document_pair(passages, split, rng) for _ in slots]

@@ -36,7 +36,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from security.guardrails.templates import KNOWN_TEMPLATES_PATH, PromptTemplate, TemplateError, from_llama_index
+from security.guardrails.templates import KNOWN_TEMPLATES_PATH, PromptTemplate, TemplateError, library_template
 
 _LOG_CALLS = {"debug", "info", "warning", "warn", "error", "exception", "critical"}
 
@@ -107,8 +107,7 @@ def wheel_templates(wheel: Path, library: str) -> list[tuple[str, str]]:
     with zipfile.ZipFile(wheel) as zf:
         for path in sorted(n for n in zf.namelist() if n.endswith(".py") and "/tests/" not in n):
             for line, text in templates_in_module(zf.read(path).decode("utf-8"), DOCUMENT_SLOTS):
-                # llama-index fills with its own formatter; langchain with str.format.
-                found.append((f"{library}:{path}:{line}", from_llama_index(text) if library == "llama-index-core" else text))
+                found.append((f"{library}:{path}:{line}", library_template(text, library)))
     return found
 
 
@@ -143,7 +142,7 @@ def build(wheels_dir: Path) -> tuple[dict, list[str]]:
 def coverage(wheel: Path, path: Path = KNOWN_TEMPLATES_PATH) -> dict:
     """How many of the templates in another release's `wheel` the shipped file holds word for word
     (those match as known templates; the others are scanned whole)."""
-    library = "llama-index-core" if wheel.name.startswith("llama_index") else wheel.name.split("-")[0].replace("_", "-")
+    library = wheel.name.split("-")[0].replace("_", "-")  # llama_index_core-0.12.52-... -> llama-index-core
     shipped = {t["template"] for t in json.loads(path.read_text())["templates"]}
     found = dict((text, name) for name, text in wheel_templates(wheel, library))
     missing = sorted(name for text, name in found.items() if text not in shipped)

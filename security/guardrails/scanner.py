@@ -65,7 +65,11 @@ class PromptScanner:
     def __init__(self, settings: InjectionSettings, classifier: InjectionClassifier | None = None) -> None:
         self._s = settings
         self.classifier = classifier
-        self._templates = compile_templates(settings.all_templates())
+        compiled = compile_templates(settings.all_templates())
+        # Per-tenant tuples built once: templates_for runs on every request.
+        self._every_template = tuple(compiled.values())
+        self._tenant_templates = {tenant: tuple(compiled[n] for n in names)
+                                  for tenant, names in settings.tenant_templates.items()}
 
     @classmethod
     def from_settings(cls, settings: InjectionSettings) -> PromptScanner:
@@ -77,8 +81,7 @@ class PromptScanner:
 
     def templates_for(self, tenant: str | None) -> tuple[PromptTemplate, ...]:
         """The registered templates `tenant` may fill (`injection.tenant_templates`, else all)."""
-        names = self._s.tenant_templates.get(tenant, self._templates) if tenant is not None else self._templates
-        return tuple(self._templates[n] for n in names)
+        return self._tenant_templates.get(tenant, self._every_template)
 
     def scan_texts(self, texts: Iterable[str], param: str | None = "messages",
                    templates: Sequence[PromptTemplate] = ()) -> ScanResult:
@@ -99,12 +102,15 @@ class PromptScanner:
                 than `max_scan_chars`, as sent or after Unicode normalisation. Nothing is cut to
                 fit: an unscanned middle is where a payload would hide.
         """
-        texts = [t for t in texts if t and t.strip()]
-        self._check_size(sum(map(len, texts)), param)
-        return self._scan(*split_templates(texts, templates), param)
+        return self._scan(list(texts), [], param, templates)
 
-    def _scan(self, texts: list[str], matched: list[str], param: str | None) -> ScanResult:
-        texts = [t for t in texts if t.strip()]
+    def _scan(self, templated: list[str], plain: list[str], param: str | None,
+              templates: Sequence[PromptTemplate]) -> ScanResult:
+        """Scan `templated` (texts that may fill one of `templates`) and `plain` together."""
+        templated, plain = [t for t in templated if t and t.strip()], [t for t in plain if t and t.strip()]
+        self._check_size(sum(map(len, templated + plain)), param)
+        texts, matched = split_templates(templated, templates)
+        texts = [t for t in texts + plain if t.strip()]
         normalized = [normalize(t) for t in texts]
         # NFKC can expand a character up to 18-fold ("\ufdfa"): bound the work, not just the request.
         self._check_size(sum(len(n.text) for n in normalized), param, " after Unicode normalisation")
@@ -162,10 +168,7 @@ class PromptScanner:
                 texts.append(content)
             elif isinstance(content, list):
                 texts += [p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
-        user, other = [t for t in user if t.strip()], [t for t in other if t.strip()]
-        self._check_size(sum(map(len, user + other)), "messages")
-        texts, matched = split_templates(user, templates)
-        return self._scan(texts + other, matched, "messages")
+        return self._scan(user, other, "messages", templates)
 
     def action_for(self, route: str, tenant: str | None) -> InjectionAction:
         """Tenant setting wins over route setting, which wins over the default."""

@@ -130,6 +130,12 @@ def from_llama_index(template: str) -> str:
     return "".join(out)
 
 
+def library_template(template: str, library: str) -> str:
+    """`template` in `str.format` form as `library` fills it: llama-index-core with its own
+    formatter (`from_llama_index`), langchain with `str.format` (unchanged)."""
+    return from_llama_index(template) if library == "llama-index-core" else template
+
+
 def compile_templates(templates: dict[str, str]) -> dict[str, PromptTemplate]:
     """Parse every named template (raises TemplateError for the first bad one)."""
     return {name: PromptTemplate.parse(name, template) for name, template in templates.items()}
