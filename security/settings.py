@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from security.guardrails.templates import compile_templates, known_templates
+from security.guardrails.templates import compile_templates, known_libraries, known_templates
 
 FailMode = Literal["open", "closed"]
 InjectionAction = Literal["block", "flag", "off"]
@@ -187,13 +187,43 @@ class InjectionSettings(BaseModel):
     )
     tenant_templates: dict[str, list[str]] = Field(
         default_factory=dict,
-        description="Which registered templates (known ones included) a tenant may use, by name; a tenant not listed may use them all.",
+        description="Which templates a tenant may fill: names of registered templates, names of shipped known templates, "
+        "or a library name (every known template of it, whether or not known_templates lists it); a tenant not listed "
+        "may fill everything `templates` and `known_templates` register.",
     )
 
     def all_templates(self) -> dict[str, str]:
         """name -> template, in matching order: `templates` first (the operator's own win a shared
         name), then the known libraries' templates, most specific first."""
-        known = known_templates(self.known_templates)
+        return self._in_order(known_templates(self.known_templates))
+
+    def tenant_template_sets(self) -> dict[str, dict[str, str]]:
+        """tenant -> name -> template for each tenant in `tenant_templates`, in `all_templates` order.
+
+        An entry is an `injection.templates` name, a shipped known template's name, or a library
+        name standing for all of that library's known templates; so one tenant can have a
+        library's templates without turning them on for every tenant.
+
+        Raises:
+            ValueError: an entry that is none of those.
+        """
+        libraries = known_libraries()
+        shipped = known_templates(list(libraries))
+        sets = {}
+        for tenant, entries in self.tenant_templates.items():
+            unknown = sorted(set(entries) - self.templates.keys() - shipped.keys() - libraries.keys())
+            if unknown:
+                raise ValueError(f"injection.tenant_templates[{tenant!r}] names unregistered templates {unknown}; an entry is "
+                                 f"a name in injection.templates {sorted(self.templates)}, a library {sorted(libraries)}, "
+                                 "or a known template's 'library:path:line'")
+            named = set(entries)
+            wanted = {name: t for name, t in shipped.items() if name in named or name.split(":", 1)[0] in named}
+            sets[tenant] = {name: t for name, t in self._in_order(wanted).items() if name in named or name in wanted}
+        return sets
+
+    def _in_order(self, known: dict[str, str]) -> dict[str, str]:
+        # The operator's own templates win a shared name and are tried first; `known` keeps the
+        # file's order (most literal text first).
         return {**self.templates, **{name: t for name, t in known.items() if name not in self.templates}}
 
     @model_validator(mode="after")
@@ -203,12 +233,12 @@ class InjectionSettings(BaseModel):
         if self.classifier == "embedding_head" and self.encoder_quantization == "int8" and self.device != "cpu":
             raise ValueError(f"injection.encoder_quantization 'int8' runs on the CPU only; set it to 'none' for device {self.device!r}")
         compile_templates(self.templates)  # TemplateError is a ValueError: start-up names the bad template
-        registered = self.all_templates()  # ValueError for a library whose templates do not ship
-        for tenant, names in self.tenant_templates.items():
-            unknown = sorted(set(names) - registered.keys())
-            if unknown:
-                raise ValueError(f"injection.tenant_templates[{tenant!r}] names unregistered templates {unknown}; "
-                                 f"registered: {sorted(self.templates)}" + (" and the known_templates" if self.known_templates else ""))
+        clash = sorted(self.templates.keys() & known_libraries().keys())
+        if clash:
+            raise ValueError(f"injection.templates names {clash} are library names, which tenant_templates reads as "
+                             "all of that library's known templates; rename them")
+        self.all_templates()  # ValueError for a library whose templates do not ship
+        self.tenant_template_sets()  # ValueError for a tenant entry that names nothing
         return self
 
 
@@ -324,3 +354,4 @@ def load_security_settings(**overrides: object) -> SecuritySettings:
             field = ".".join(str(p) for p in err["loc"]) or "settings"
             parts.append(f"{field}: {err['msg']}")
         raise ConfigError("invalid security settings: " + "; ".join(parts)) from None
+

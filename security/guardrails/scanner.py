@@ -65,11 +65,11 @@ class PromptScanner:
     def __init__(self, settings: InjectionSettings, classifier: InjectionClassifier | None = None) -> None:
         self._s = settings
         self.classifier = classifier
-        compiled = compile_templates(settings.all_templates())
+        every, per_tenant = settings.all_templates(), settings.tenant_template_sets()
+        compiled = compile_templates({**every, **{n: t for chosen in per_tenant.values() for n, t in chosen.items()}})
         # Per-tenant tuples built once: templates_for runs on every request.
-        self._every_template = tuple(compiled.values())
-        self._tenant_templates = {tenant: tuple(compiled[n] for n in names)
-                                  for tenant, names in settings.tenant_templates.items()}
+        self._every_template = tuple(compiled[n] for n in every)
+        self._tenant_templates = {tenant: tuple(compiled[n] for n in chosen) for tenant, chosen in per_tenant.items()}
 
     @classmethod
     def from_settings(cls, settings: InjectionSettings) -> PromptScanner:
@@ -80,7 +80,7 @@ class PromptScanner:
         return self.scan_texts([text], param)
 
     def templates_for(self, tenant: str | None) -> tuple[PromptTemplate, ...]:
-        """The registered templates `tenant` may fill (`injection.tenant_templates`, else all)."""
+        """The templates `tenant` may fill (its `injection.tenant_templates` entry, else all registered)."""
         return self._tenant_templates.get(tenant, self._every_template)
 
     def scan_texts(self, texts: Iterable[str], param: str | None = "messages",

@@ -95,8 +95,26 @@ def test_settings_refuse_an_unknown_library_and_accept_known_names_per_tenant():
     name = "llama-index-core:llama_index/core/prompts/chat_prompts.py:34"
     settings = InjectionSettings(classifier="none", known_templates=["llama-index-core"], tenant_templates={"acme": [name]})
     assert [t.name for t in PromptScanner(settings).templates_for("acme")] == [name]
-    with pytest.raises(ValidationError, match="names unregistered templates"):
-        InjectionSettings(classifier="none", tenant_templates={"acme": [name]})  # not enabled
+    with pytest.raises(ValidationError, match=r"tenant_templates\['acme'\] names unregistered templates \['llama-index-core:nope.py:1'\]"):
+        InjectionSettings(classifier="none", tenant_templates={"acme": ["llama-index-core:nope.py:1"]})
+
+
+def test_a_tenant_can_have_a_library_s_templates_without_every_tenant_having_them():
+    own = "Answer from these support notes only.\n\n{notes}\n\nCustomer question: {question}"
+    settings = InjectionSettings(classifier="none", templates={"support": own},
+                                 tenant_templates={"acme": ["langchain-classic", "support"], "globex": ["support"]})
+    scanner = PromptScanner(settings)
+    shipped = [n for n in known_templates(["langchain-classic"])]
+    assert [t.name for t in scanner.templates_for("acme")] == ["support", *shipped]  # own first, then the file's order
+    assert [t.name for t in scanner.templates_for("globex")] == ["support"]
+    assert [t.name for t in scanner.templates_for("initech")] == ["support"]  # not listed: what is on for everyone
+    fill = ("Use the following pieces of context to answer the question at the end. If you don't know the answer, "
+            "just say that you don't know, don't try to make up an answer.\n\nThe office opens at 9am.\n\n"
+            "Question: When does the office open?\nHelpful Answer:")
+    assert scanner.scan_messages([{"role": "user", "content": fill}], scanner.templates_for("acme")).templates[0].startswith("langchain-classic:")
+    assert scanner.scan_messages([{"role": "user", "content": fill}], scanner.templates_for("globex")).templates == ()
+    with pytest.raises(ValidationError, match=r"injection.templates names \['langchain-classic'\] are library names"):
+        InjectionSettings(classifier="none", templates={"langchain-classic": own})
 
 
 def test_a_llama_index_chat_query_is_scanned_by_its_slots_and_own_templates_come_first():
