@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from security import AuditRecord, SecurityLayer, SecuritySettings, build_security, estimate_tokens
+from security import AuditRecord, SecurityLayer, SecuritySettings, build_security, estimate_tokens, retune
 from security.store import StoreUnavailable
 from serve_app.errors import ContentBlocked, PayloadTooLarge, RateLimited
 from serve_app.pipeline import RequestContext
@@ -63,7 +63,15 @@ class SecurityGuard:
 
     def __init__(self, layer: SecurityLayer) -> None:
         self.layer = layer
-        self.settings = layer.settings
+
+    @property
+    def settings(self) -> SecuritySettings:
+        return self.layer.settings
+
+    def retune(self, settings: SecuritySettings) -> None:
+        """Apply new live policy (`security.retune`; loads the classifier if it was never needed:
+        call off the event loop). One assignment, so a request sees the old layer or the new one."""
+        self.layer = retune(self.layer, settings)
 
     # -- RequestCheck ------------------------------------------------------------------------
 

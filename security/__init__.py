@@ -37,7 +37,7 @@ from security.guardrails.limits import InputLimits, estimate_tokens
 from security.guardrails.scanner import PromptScanner, ScanResult
 from security.identity import Identity
 from security.keys import KeyStore
-from security.layer import SecurityLayer, build_security
+from security.layer import SecurityLayer, build_security, retune
 from security.oidc import OIDCVerifier
 from security.ratelimit import RateDecision, RateLimiter
 from security.rbac import Policy
@@ -50,5 +50,5 @@ __all__ = [
     "Identity", "InputLimits", "JsonlSink", "KeyStore", "OIDCVerifier", "Policy", "PromptScanner",
     "RateDecision", "RateLimiter", "RedisStore", "RedisStreamSink", "Redactor", "ScanResult",
     "SecurityLayer", "SecuritySettings", "SharedStore", "StoreUnavailable", "StreamingRedactor",
-    "build_security", "build_store", "estimate_tokens", "load_security_settings",
+    "build_security", "build_store", "estimate_tokens", "load_security_settings", "retune",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from security.audit import AuditLogger, JsonlSink, RedisStreamSink
 from security.authn import Authenticator
@@ -15,7 +15,7 @@ from security.oidc import OIDCVerifier
 from security.ratelimit import RateLimiter
 from security.rbac import Policy
 from security.redaction import Redactor
-from security.settings import SecuritySettings
+from security.settings import SecuritySettings, live_security_exclude
 from security.store.base import SharedStore
 from security.store.redis_store import RedisStore
 
@@ -59,7 +59,7 @@ def build_security(settings: SecuritySettings, store: SharedStore, load_classifi
     authenticator = Authenticator(
         keys if settings.auth.api_keys_enabled else None, oidc, settings.dev_mode and settings.auth_disabled, counters
     )
-    classifier = build_classifier(settings.injection) if load_classifier and settings.injection.action != "off" else None
+    classifier = build_classifier(settings.injection) if load_classifier and settings.injection.needs_classifier else None
     sinks = []
     if settings.audit.enabled:
         sinks.append(JsonlSink(settings.audit_jsonl_path()))
@@ -78,4 +78,30 @@ def build_security(settings: SecuritySettings, store: SharedStore, load_classifi
         limiter=RateLimiter(store, settings.rate_limit, settings.fail_mode, counters),
         scanner=PromptScanner(settings.injection, classifier),
         audit=AuditLogger(sinks, settings.fail_mode, settings.audit.include_prompt_text, counters),
+    )
+
+
+def retune(layer: SecurityLayer, settings: SecuritySettings, load_classifier: bool = True) -> SecurityLayer:
+    """`layer` with `settings`' live policy (`LIVE_SECURITY_FIELDS`): new limits, limiter, scanner and
+    redaction over the same store, keys, authenticator, audit and classifier.
+
+    The limiter's counters live in the store, so a client's spent budget carries over and a new
+    rate applies to it at once. The classifier is loaded only if the old policy had every action
+    `off` and the new one scans (call this off the event loop).
+
+    Raises:
+        ValueError: `settings` differs from the layer's in a field that is not live.
+    """
+    exclude = live_security_exclude()
+    if settings.model_dump(exclude=exclude) != layer.settings.model_dump(exclude=exclude):
+        raise ValueError("only the live security fields (LIVE_SECURITY_FIELDS) can change on a running layer")
+    classifier = layer.scanner.classifier
+    if classifier is None and load_classifier and settings.injection.needs_classifier:
+        classifier = build_classifier(settings.injection)
+    return replace(
+        layer,
+        settings=settings,
+        input_limits=InputLimits(settings.input_limits),
+        limiter=layer.limiter.with_limits(settings.rate_limit),
+        scanner=PromptScanner(settings.injection, classifier),
     )

@@ -75,6 +75,13 @@ class RateLimiter:
         self.counters = counters or Counters()
         self._local = EmbeddedStore()
 
+    def with_limits(self, settings: RateLimitSettings) -> RateLimiter:
+        """This limiter with new limits (`retune`); the fail-open limiter's buckets carry over, as the
+        store's do."""
+        limiter = RateLimiter(self._store, settings, self._fail_mode, self.counters)
+        limiter._local = self._local
+        return limiter
+
     def _buckets(self, identity: Identity, requests: float, tokens: float, force: bool) -> list[tuple[str, Bucket]]:
         s = self._s
         specs: list[tuple[str, str, LimitSpec | None, float]] = [

@@ -192,6 +192,12 @@ class InjectionSettings(BaseModel):
         "may fill everything `templates` and `known_templates` register.",
     )
 
+    @property
+    def needs_classifier(self) -> bool:
+        """Whether any route or tenant scans with the learned classifier (some action is not `off`)."""
+        actions = {self.action, *self.route_actions.values(), *self.tenant_actions.values()}
+        return self.classifier != "none" and actions != {"off"}
+
     def all_templates(self) -> dict[str, str]:
         """name -> template, in matching order: `templates` first (the operator's own win a shared
         name), then the known libraries' templates, most specific first."""
@@ -355,3 +361,58 @@ def load_security_settings(**overrides: object) -> SecuritySettings:
             parts.append(f"{field}: {err['msg']}")
         raise ConfigError("invalid security settings: " + "; ".join(parts)) from None
 
+
+# What running ingress replicas take through `user_config` and `reconfigure()`: policy and limits,
+# which an operator changes in an incident (block -> flag, a tenant's rate) and which need no
+# model load. Everything else (auth, keys, the store, audit sinks, the classifier and its
+# threshold, which is trained with it) is read at start-up: changing it restarts the replicas.
+LIVE_SECURITY_FIELDS: dict[str, tuple[str, ...] | None] = {
+    "rate_limit": None,  # None: the whole section
+    "input_limits": None,
+    "redaction": None,
+    "injection": ("action", "route_actions", "tenant_actions", "max_scan_chars",
+                  "templates", "known_templates", "tenant_templates"),
+}
+
+
+def split_live_security(security: dict) -> tuple[dict, dict]:
+    """(the start-up part, the live part) of a `security:` mapping, by `LIVE_SECURITY_FIELDS`."""
+    rest, live = dict(security), {}
+    for section, fields in LIVE_SECURITY_FIELDS.items():
+        if section not in rest:
+            continue
+        if fields is None:
+            live[section] = rest.pop(section)
+            continue
+        value = rest[section]
+        if not isinstance(value, dict):  # not a mapping: leave it whole for validation to name
+            continue
+        live[section] = {k: v for k, v in value.items() if k in fields}
+        rest[section] = {k: v for k, v in value.items() if k not in fields}
+    return rest, live
+
+
+def merge_live_security(rest: dict, live: dict) -> dict:
+    """The `security:` mapping made of a start-up part and a live part (`split_live_security`'s inverse).
+
+    Raises:
+        ValueError: `live` holds a field that is not live.
+    """
+    merged = dict(rest)
+    for section, value in live.items():
+        if section not in LIVE_SECURITY_FIELDS:
+            raise ValueError(f"security.{section} cannot change on running replicas; live: {sorted(LIVE_SECURITY_FIELDS)}")
+        fields = LIVE_SECURITY_FIELDS[section]
+        if fields is None:
+            merged[section] = value
+            continue
+        extra = sorted(set(value) - set(fields))
+        if extra:
+            raise ValueError(f"security.{section}.{extra[0]} cannot change on running replicas; live: {list(fields)}")
+        merged[section] = {**merged.get(section, {}), **value}
+    return merged
+
+
+def live_security_exclude() -> dict:
+    """A pydantic `exclude` for the live fields: what two settings must share to differ only live."""
+    return {section: True if fields is None else set(fields) for section, fields in LIVE_SECURITY_FIELDS.items()}

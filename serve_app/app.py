@@ -61,7 +61,10 @@ def build_from_config(config: AppConfig) -> Application:
                  for name, tool in config.tools.items()}
         tool_runner = ToolRunner.options(user_config=live,
                                          **config.tool_runner.to_serve_options()).bind(built, router)
-    return Ingress.options(**config.ingress.to_serve_options()).bind(
+    # Live security policy goes in user_config (reconfigure, replicas keep serving); the version
+    # leaves it out, so changing only that part of `security:` never restarts the ingress.
+    return Ingress.options(version=_ingress_version(config), user_config={"security": config.live_security()},
+                           **config.ingress.to_serve_options()).bind(
         router, handles, config.model_dump(mode="json"), tool_runner=tool_runner)
 
 
@@ -73,6 +76,18 @@ def _code_version(model: ModelConfig) -> str:
     """
     fields = model.model_dump(mode="json", exclude={"batching"})
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+    return f"{_PACKAGE_VERSION}-{digest[:12]}"
+
+
+def _ingress_version(config: AppConfig) -> str:
+    """A version that changes with everything the ingress reads at start-up, not its live policy."""
+    from security.settings import split_live_security
+
+    fields = config.model_dump(mode="json")
+    fields["security"] = split_live_security(config.security)[0]
+    # The workflows file is read at start-up; a new one under the same path must restart.
+    fields["workflows_loaded"] = {name: spec.model_dump(mode="json") for name, spec in config.load_workflows().items()}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
     return f"{_PACKAGE_VERSION}-{digest[:12]}"
 
 

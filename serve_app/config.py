@@ -296,15 +296,34 @@ class AppConfig(_Strict):
             path = str(bundled) if bundled.exists() else path
         return load_workflows(self.workflows or None, path)
 
-    def security_settings(self) -> Any:
+    def live_security(self) -> dict[str, Any]:
+        """The part of `security:` that running ingress replicas take through `reconfigure()`
+        (`security.settings.LIVE_SECURITY_FIELDS`)."""
+        from security.settings import split_live_security
+
+        return split_live_security(self.security)[1]
+
+    def security_settings(self, live: dict[str, Any] | None = None) -> Any:
         """The validated `SecuritySettings`: the environment, overridden by `security:`.
 
         The injection scanner's int8 encoder is built into `model_cache_dir` unless its own
         `encoder_cache_dir` is set (in `security:` or AEGIS_INJECTION__ENCODER_CACHE_DIR).
-        """
-        from security.settings import load_security_settings
 
-        settings = load_security_settings(**self.security)
+        Args:
+            live: a live part (`live_security()` of a later config) that replaces this config's.
+
+        Raises:
+            ConfigError: the settings are invalid, or `live` holds a field that is not live.
+        """
+        from security.settings import load_security_settings, merge_live_security, split_live_security
+
+        security = self.security
+        if live is not None:
+            try:
+                security = merge_live_security(split_live_security(self.security)[0], live)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        settings = load_security_settings(**security)
         if "encoder_cache_dir" in settings.injection.model_fields_set:
             return settings
         injection = settings.injection.model_copy(update={"encoder_cache_dir": self.model_cache_dir})
