@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 from ray.serve import Application
@@ -15,6 +17,10 @@ try:
     _PACKAGE_VERSION = version("aegis")
 except PackageNotFoundError:  # running from a source tree that was never installed
     _PACKAGE_VERSION = "dev"
+_ROOT = Path(__file__).resolve().parent.parent
+# What the deployments run: their code and the guardrail's run-time data (the shipped head).
+_SOURCES = ("serve_app/**/*.py", "deployments/**/*.py", "security/**/*.py",
+            "security/guardrails/data/injection_head.safetensors", "security/guardrails/data/known_templates.json")
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
@@ -76,7 +82,17 @@ def _code_version(model: ModelConfig) -> str:
     """
     fields = model.model_dump(mode="json", exclude={"batching"})
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
-    return f"{_PACKAGE_VERSION}-{digest[:12]}"
+    return f"{_PACKAGE_VERSION}-{_source_digest()}-{digest[:12]}"
+
+
+@functools.cache
+def _source_digest() -> str:
+    """A digest of `_SOURCES`: an editable install keeps its package version through code edits,
+    and an explicit deployment version that ignored them would keep old code running after a deploy."""
+    digest = hashlib.sha256()
+    for path in sorted({p for pattern in _SOURCES for p in _ROOT.glob(pattern) if "__pycache__" not in p.parts}):
+        digest.update(path.relative_to(_ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:8]
 
 
 def _ingress_version(config: AppConfig) -> str:
@@ -88,7 +104,7 @@ def _ingress_version(config: AppConfig) -> str:
     # The workflows file is read at start-up; a new one under the same path must restart.
     fields["workflows_loaded"] = {name: spec.model_dump(mode="json") for name, spec in config.load_workflows().items()}
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{_PACKAGE_VERSION}-{digest[:12]}"
+    return f"{_PACKAGE_VERSION}-{_source_digest()}-{digest[:12]}"
 
 
 def _model_options(model: ModelConfig) -> dict[str, Any]:

@@ -109,3 +109,24 @@ async def test_turning_the_scan_on_loads_the_classifier(tmp_path, monkeypatch):
     assert on.scanner.classifier is not None  # the int8 MiniLM and the shipped head
     assert on.scanner.action_for("/v1/chat/completions", "acme") == "block"
     assert retune(on, off).scanner.classifier is on.scanner.classifier  # kept once loaded
+
+
+def test_a_code_change_changes_the_ingress_version(tmp_path, monkeypatch):
+    """An editable install keeps its package version through edits; the version must still move,
+    or a deploy would leave the old code running behind an unchanged version."""
+    import serve_app.app as builder
+
+    config = _config({**SECURITY, "state_dir": str(tmp_path)})
+    source = tmp_path / "src" / "security" / "scanner.py"
+    source.parent.mkdir(parents=True)
+    source.write_text("THRESHOLD = 0.8\n")
+    try:
+        monkeypatch.setattr(builder, "_ROOT", tmp_path / "src")
+        builder._source_digest.cache_clear()
+        first = _ingress_version(config)
+        source.write_text("THRESHOLD = 0.9\n")
+        builder._source_digest.cache_clear()
+        assert _ingress_version(config) != first
+    finally:
+        monkeypatch.undo()
+        builder._source_digest.cache_clear()
