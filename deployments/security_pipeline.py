@@ -81,6 +81,8 @@ class SecurityGuard:
 
     async def check(self, ctx: RequestContext) -> None:
         sec = self.layer
+        # The policy this request is decided by, even if a reconfigure lands before it finishes.
+        ctx.annotations["policy_version"] = sec.policy_version
         await self.authenticate(ctx)
         identity = ctx.identity
         sec.policy.authorize(identity, ctx.route, ctx.model)
@@ -308,6 +310,7 @@ class SecurityGuard:
             tenant=getattr(identity, "tenant", None), model=ctx.model, status_code=status_code,
             reason=reason, injection_score=ctx.annotations.get("injection_score"),
             prompt_templates=ctx.annotations.get("prompt_templates"),
+            policy_version=ctx.annotations.get("policy_version", sec.policy_version),
             redacted_types={**ctx.annotations.get("input_redacted_types", {}), **redacted},
             prompt_tokens=ctx.prompt_tokens, completion_tokens=ctx.completion_tokens,
             latency_ms=round((time.monotonic() - ctx.started_at) * 1000, 2),

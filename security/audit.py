@@ -39,6 +39,8 @@ class AuditRecord:
     injection_score: float | None = None
     # Registered templates whose slots were scanned instead of their whole user turn.
     prompt_templates: list[str] | None = None
+    # Which live policy decided (`SecuritySettings.live_digest`): it changes with each reconfigure.
+    policy_version: str | None = None
     redacted_types: dict[str, int] = field(default_factory=dict)
     prompt_tokens: int = 0
     completion_tokens: int = 0

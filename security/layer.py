@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from security.audit import AuditLogger, JsonlSink, RedisStreamSink
 from security.authn import Authenticator
@@ -15,7 +16,7 @@ from security.oidc import OIDCVerifier
 from security.ratelimit import RateLimiter
 from security.rbac import Policy
 from security.redaction import Redactor
-from security.settings import SecuritySettings, live_security_exclude
+from security.settings import SecuritySettings, live_security_fields
 from security.store.base import SharedStore
 from security.store.redis_store import RedisStore
 
@@ -37,6 +38,11 @@ class SecurityLayer:
     limiter: RateLimiter
     scanner: PromptScanner
     audit: AuditLogger
+
+    @cached_property
+    def policy_version(self) -> str:
+        """Digest of the live policy this layer enforces (`retune` makes a new layer)."""
+        return self.settings.live_digest()
 
     def redactor(self, tenant: str | None) -> Redactor:
         """The redactor for a tenant's configured types."""
@@ -92,7 +98,7 @@ def retune(layer: SecurityLayer, settings: SecuritySettings, load_classifier: bo
     Raises:
         ValueError: `settings` differs from the layer's in a field that is not live.
     """
-    exclude = live_security_exclude()
+    exclude = live_security_fields()
     if settings.model_dump(exclude=exclude) != layer.settings.model_dump(exclude=exclude):
         raise ValueError("only the live security fields (LIVE_SECURITY_FIELDS) can change on a running layer")
     classifier = layer.scanner.classifier

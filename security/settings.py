@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -337,6 +339,11 @@ class SecuritySettings(BaseSettings):
         """File the embedded store persists API-key records to (shared by the CLI and the cluster)."""
         return self.state_path / "store.json"
 
+    def live_digest(self) -> str:
+        """A short digest of the live policy (`LIVE_SECURITY_FIELDS`): the audit's `policy_version`."""
+        live = self.model_dump(mode="json", include=live_security_fields())
+        return hashlib.sha256(json.dumps(live, sort_keys=True).encode()).hexdigest()[:12]
+
     def audit_jsonl_path(self) -> Path:
         """Where the JSON Lines audit sink appends."""
         return Path(self.audit.jsonl_path) if self.audit.jsonl_path else self.state_path / "audit.jsonl"
@@ -413,6 +420,6 @@ def merge_live_security(rest: dict, live: dict) -> dict:
     return merged
 
 
-def live_security_exclude() -> dict:
-    """A pydantic `exclude` for the live fields: what two settings must share to differ only live."""
+def live_security_fields() -> dict:
+    """`LIVE_SECURITY_FIELDS` as a pydantic `include` / `exclude` argument."""
     return {section: True if fields is None else set(fields) for section, fields in LIVE_SECURITY_FIELDS.items()}

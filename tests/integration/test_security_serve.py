@@ -124,6 +124,8 @@ def test_live_policy_changes_reach_the_running_ingress_without_a_restart(deploy,
     assert _ingress_actors(name) == before  # the same replica, reconfigured
     records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert [r["decision"] for r in records][-3:] == ["blocked", "flagged", "rate_limited"]
+    versions = [r["policy_version"] for r in records[-3:]]
+    assert len(set(versions)) == 3  # each decided by the policy of its deploy
 
 
 @pytest.mark.parametrize("backend", ["actor", "redis"])

@@ -50,6 +50,8 @@ async def test_retune_swaps_policy_and_keeps_the_store_keys_and_spent_budget(lay
     looser = {**SECURITY, "rate_limit": {"key_requests": {"per_minute": 60, "burst": 5}},
               "injection": {"classifier": "none", "action": "block", "tenant_actions": {"acme": "flag"}}}
     new = retune(layer, load_security_settings(state_dir=str(tmp_path), **looser))
+    assert new.policy_version != layer.policy_version
+    assert retune(new, layer.settings).policy_version == layer.policy_version  # a digest of the policy, not a counter
     assert (new.store, new.keys, new.authenticator, new.audit, new.counters) == (
         layer.store, layer.keys, layer.authenticator, layer.audit, layer.counters)
     assert await new.authenticator.authenticate(f"Bearer {key}") == identity  # the key still works
