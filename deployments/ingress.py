@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deployments.security_pipeline import SecurityGuard, bootstrap_admin_key, build_guard, strings_in
 from security.settings import LIVE_SECURITY_FIELDS
-from serve_app.config import AppConfig
+from serve_app.config import AppConfig, ingress_live_policy
 from serve_app.errors import (
     AegisError, InvalidRequest, NotFound, Overloaded, PayloadTooLarge, find_aegis_error)
 from serve_app.metrics import security_event
@@ -274,23 +274,26 @@ class Ingress:
                            + "!" * 78)
         await bootstrap_admin_key(self._guard)
 
-    async def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Apply the live part of `security:` (rate limits, input limits, redaction, injection
-        actions and templates) without a restart; Serve calls this after `__init__` and on every
-        deploy that changes only `user_config`.
+    async def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        """Apply live security policy from the Serve config's `deployments: [{name: Ingress,
+        user_config: {security: {...}}}]`, merged over `args.security`
+        (`security.settings.LIVE_SECURITY_FIELDS`: rate limits, input limits, redaction, injection
+        actions and templates). Serve calls this after `__init__` and whenever only that
+        `user_config` changed, so the replica keeps serving: no restart, no model reload.
 
         Raises:
-            ConfigError: invalid settings, or a field that is not live (build_app has already
-                checked the config a `serve deploy` sends, so this is a hand-made user_config).
+            ConfigError: a key other than `security`, a field that is not live, or an invalid
+                value; `python -m serve_app check-config` finds these before a deploy.
         """
-        settings = self._cfg.security_settings(live=dict(user_config or {}).get("security", {}))
+        settings = self._cfg.security_settings(overlay=ingress_live_policy(user_config))
         if settings == self._guard.settings:
-            return  # the first call, after __init__ built this very policy
+            return
         changed = [s for s in LIVE_SECURITY_FIELDS if getattr(settings, s) != getattr(self._guard.settings, s)]
         # A policy that turns the classifier on for the first time loads it: off the event loop.
         await asyncio.to_thread(self._guard.retune, settings)
         app.state.max_body_bytes = min(self._cfg.limits.max_body_bytes, settings.input_limits.max_body_bytes)
-        logger.info("security policy reconfigured without a restart: %s", ", ".join(changed))
+        logger.info("security policy reconfigured without a restart: %s (policy_version %s)",
+                    ", ".join(changed), self._guard.layer.policy_version)
 
     async def check_health(self) -> None:
         # The router must answer; a wedged router would make every request hang.

@@ -382,41 +382,36 @@ LIVE_SECURITY_FIELDS: dict[str, tuple[str, ...] | None] = {
 }
 
 
-def split_live_security(security: dict) -> tuple[dict, dict]:
-    """(the start-up part, the live part) of a `security:` mapping, by `LIVE_SECURITY_FIELDS`."""
-    rest, live = dict(security), {}
-    for section, fields in LIVE_SECURITY_FIELDS.items():
-        if section not in rest:
-            continue
-        if fields is None:
-            live[section] = rest.pop(section)
-            continue
-        value = rest[section]
-        if not isinstance(value, dict):  # not a mapping: leave it whole for validation to name
-            continue
-        live[section] = {k: v for k, v in value.items() if k in fields}
-        rest[section] = {k: v for k, v in value.items() if k not in fields}
-    return rest, live
+def overlay_live_security(security: dict, overlay: dict) -> dict:
+    """`security` (a `security:` mapping) with `overlay` merged in: mappings key by key, at any
+    depth, anything else (a number, a list, null) replacing what was there.
 
-
-def merge_live_security(rest: dict, live: dict) -> dict:
-    """The `security:` mapping made of a start-up part and a live part (`split_live_security`'s inverse).
+    This is how the Ingress's `user_config: {security: ...}` applies on top of `args.security`, so
+    an operator writes only what changes (`{injection: {tenant_actions: {acme: flag}}}`).
 
     Raises:
-        ValueError: `live` holds a field that is not live.
+        ValueError: `overlay` names a field that is not live (`LIVE_SECURITY_FIELDS`).
     """
-    merged = dict(rest)
-    for section, value in live.items():
+    for section, value in overlay.items():
         if section not in LIVE_SECURITY_FIELDS:
             raise ValueError(f"security.{section} cannot change on running replicas; live: {sorted(LIVE_SECURITY_FIELDS)}")
         fields = LIVE_SECURITY_FIELDS[section]
-        if fields is None:
-            merged[section] = value
-            continue
-        extra = sorted(set(value) - set(fields))
-        if extra:
-            raise ValueError(f"security.{section}.{extra[0]} cannot change on running replicas; live: {list(fields)}")
-        merged[section] = {**merged.get(section, {}), **value}
+        if fields is not None:
+            if not isinstance(value, dict):
+                raise ValueError(f"security.{section} must be a mapping, got {type(value).__name__}")
+            extra = sorted(set(value) - set(fields))
+            if extra:
+                raise ValueError(f"security.{section}.{extra[0]} cannot change on running replicas; live: {list(fields)}")
+    return _deep_merge(security, overlay)
+
+
+def _deep_merge(base: dict, overlay: dict) -> dict:
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
     return merged
 
 

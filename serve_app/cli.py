@@ -95,11 +95,44 @@ def check_config(path: Path) -> list[str]:
         name = app.get("name", f"#{index}")
         if str(app.get("import_path", "")).startswith("serve_app."):
             try:
-                load_app_config(app.get("args"))
+                _check_overrides(load_app_config(app.get("args")), app.get("deployments") or [])
             except ConfigError as exc:
                 raise ConfigError(f"{path}: application {name!r}: {exc}") from None
         names.append(name)
     return names
+
+
+def _check_overrides(config: Any, overrides: list) -> None:
+    """The Serve config's per-deployment `deployments:` entries: names Aegis builds, and the
+    `user_config` each one's `reconfigure()` will take (live policy and batching).
+
+    Raises:
+        ConfigError: an unknown deployment name or an invalid `user_config`.
+    """
+    from pydantic import ValidationError
+
+    from serve_app.config import BatchingConfig, ingress_live_policy
+
+    models = {m.deployment_name for m in config.models}
+    known = {"Ingress", "Router", *models, *(["ToolRunner"] if config.tools else [])}
+    for entry in overrides:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if name not in known:
+            raise ConfigError(f"deployments: no deployment named {name!r}; this app has {sorted(known)}")
+        if "user_config" not in entry:
+            continue
+        where = f"deployments[{name}].user_config"
+        if name == "Ingress":
+            try:
+                config.security_settings(overlay=ingress_live_policy(entry["user_config"]))
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        elif name in models:
+            try:
+                BatchingConfig.model_validate(entry["user_config"] or {})
+            except ValidationError as exc:
+                fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ConfigError(f"{where}: {fields}") from None
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -296,31 +296,25 @@ class AppConfig(_Strict):
             path = str(bundled) if bundled.exists() else path
         return load_workflows(self.workflows or None, path)
 
-    def live_security(self) -> dict[str, Any]:
-        """The part of `security:` that running ingress replicas take through `reconfigure()`
-        (`security.settings.LIVE_SECURITY_FIELDS`)."""
-        from security.settings import split_live_security
-
-        return split_live_security(self.security)[1]
-
-    def security_settings(self, live: dict[str, Any] | None = None) -> Any:
+    def security_settings(self, overlay: dict[str, Any] | None = None) -> Any:
         """The validated `SecuritySettings`: the environment, overridden by `security:`.
 
         The injection scanner's int8 encoder is built into `model_cache_dir` unless its own
         `encoder_cache_dir` is set (in `security:` or AEGIS_INJECTION__ENCODER_CACHE_DIR).
 
         Args:
-            live: a live part (`live_security()` of a later config) that replaces this config's.
+            overlay: live policy merged over `security:` (`security.settings.overlay_live_security`):
+                the `security` entry of the Ingress's `user_config`.
 
         Raises:
-            ConfigError: the settings are invalid, or `live` holds a field that is not live.
+            ConfigError: the settings are invalid, or `overlay` names a field that is not live.
         """
-        from security.settings import load_security_settings, merge_live_security, split_live_security
+        from security.settings import load_security_settings, overlay_live_security
 
         security = self.security
-        if live is not None:
+        if overlay:
             try:
-                security = merge_live_security(split_live_security(self.security)[0], live)
+                security = overlay_live_security(self.security, overlay)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         settings = load_security_settings(**security)
@@ -364,3 +358,19 @@ def format_validation_error(exc: ValidationError, *, prefix: str) -> str:
         location = ".".join(str(part) for part in (prefix, *error["loc"]))
         lines.append(f"  {location}: {error['msg']}")
     return "\n".join(lines)
+
+
+def ingress_live_policy(user_config: Any) -> dict[str, Any]:
+    """The `security` overlay of the Ingress's `user_config` (`{security: {...}}`; None: none).
+
+    Raises:
+        ConfigError: not a mapping, or a key other than `security`.
+    """
+    if user_config is None:
+        return {}
+    if not isinstance(user_config, dict) or set(user_config) - {"security"}:
+        raise ConfigError(f"the Ingress user_config takes one key, 'security', got {user_config!r}")
+    overlay = user_config.get("security") or {}
+    if not isinstance(overlay, dict):
+        raise ConfigError(f"the Ingress user_config's 'security' must be a mapping, got {overlay!r}")
+    return overlay

@@ -46,7 +46,7 @@ def model_app(serve_http):
 
     def deploy(batching: dict) -> serve.handle.DeploymentHandle:
         # A fixed version: Serve then applies a user_config change with reconfigure(), as it
-        # does for `serve deploy` of an edited config, instead of replacing the replica.
+        # does for an edited `deployments:` entry under `serve deploy`, instead of replacing the replica.
         app = GenerativeModel.options(name="Generate-tiny-chat", user_config=batching,
                                       version="tiny-chat-v1",
                                       max_ongoing_requests=16,

