@@ -146,10 +146,11 @@ def test_live_policy_in_the_ingress_user_config_applies_without_a_restart(declar
         flagged = client.post("/v1/embeddings", json=attack)
         assert flagged.status_code == 200, flagged.text  # flagged in the audit, served
 
-        # Two requests spent 20 s of a 10 s-per-request bucket: a burst of 1 refuses the next.
+        # A burst of 1 at 6 a minute: of two requests in a row the second is refused, whatever the
+        # bucket refilled while the deploy ran (a loaded host can take longer than its 10 s).
         tight = {"security": {**flag["security"], "rate_limit": {"key_requests": {"burst": 1}}}}
         declare(args, [{"name": "Ingress", "user_config": tight}])
-        refused = client.get("/v1/models")
+        refused = [client.get("/v1/models") for _ in range(2)][-1]
         assert refused.status_code == 429 and refused.headers["ratelimit-limit"] == "1", refused.text
         assert _ingress_actors(app_name) == before  # the same replica, reconfigured
 
@@ -160,11 +161,14 @@ def test_live_policy_in_the_ingress_user_config_applies_without_a_restart(declar
         while not _ingress_actors(app_name).isdisjoint(before) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert _ingress_actors(app_name).isdisjoint(before)
-        assert client.get("/v1/models").status_code == 429
+        again = [client.get("/v1/models") for _ in range(2)][-1]
+        assert again.status_code == 429 and again.headers["ratelimit-limit"] == "1", again.text
     records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
-    assert [r["decision"] for r in records] == ["blocked", "flagged", "rate_limited", "rate_limited"]
+    assert [r["decision"] for r in records][:2] == ["blocked", "flagged"] and len(records) == 6
+    assert records[3]["decision"] == records[5]["decision"] == "rate_limited"
     versions = [r["policy_version"] for r in records]
-    assert len(set(versions[:3])) == 3 and versions[3] == versions[2]  # the same live policy after the restart
+    # block, flag, then the tight policy, which the restarted replica applies too.
+    assert len(set(versions[:3])) == 3 and set(versions[2:]) == {versions[2]}
 
 
 @pytest.mark.parametrize("backend", ["actor", "redis"])
