@@ -124,9 +124,10 @@ def declare(serve_http, ray_session):
     serve.delete(name)
 
 
-def test_live_policy_in_the_ingress_user_config_applies_without_a_restart(declare, tmp_path):
+def test_live_policy_in_the_ingress_user_config_applies_without_a_restart(declare, tmp_path, ray_cluster):
     """`serve deploy` of a config whose only change is the Ingress's `user_config` (the injection
-    action, then the rate limit) reconfigures the running replica; a change to `args` restarts it."""
+    action, then the rate limit) reconfigures the running replica; a bad one is refused and the
+    running policy stays; a change to `args` restarts it."""
     args = _args(tmp_path, injection={"classifier": "none", "route_actions": {"/v1/embeddings": "block"}})
     # The entry is there from the first deploy, as in cluster/serve_config.yaml: Serve replaces a
     # replica once when a `deployments:` entry for it first appears (it rebuilds its actor options).
@@ -154,6 +155,14 @@ def test_live_policy_in_the_ingress_user_config_applies_without_a_restart(declar
         assert refused.status_code == 429 and refused.headers["ratelimit-limit"] == "1", refused.text
         assert _ingress_actors(app_name) == before  # the same replica, reconfigured
 
+        # A bad policy (deployed without check-config) is refused; the replica keeps serving the last good one.
+        declare(args, [{"name": "Ingress", "user_config": {"security": {"injection": {"action": "warn"}}}}])
+        kept = [client.get("/v1/models") for _ in range(2)][-1]
+        assert kept.status_code == 429 and kept.headers["ratelimit-limit"] == "1", kept.text
+        assert _ingress_actors(app_name) == before
+        assert 'event="policy_rejected"' in prometheus_text(ray_cluster.metrics_export_port, 'event="policy_rejected"')
+        declare(args, [{"name": "Ingress", "user_config": tight}])  # back to a good entry
+
         # A start-up field lives in args: Serve replaces the replica, which keeps the live policy.
         declare({**args, "security": {**args["security"], "audit": {"include_prompt_text": True}}},
                 [{"name": "Ingress", "user_config": tight}])
@@ -164,10 +173,10 @@ def test_live_policy_in_the_ingress_user_config_applies_without_a_restart(declar
         again = [client.get("/v1/models") for _ in range(2)][-1]
         assert again.status_code == 429 and again.headers["ratelimit-limit"] == "1", again.text
     records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
-    assert [r["decision"] for r in records][:2] == ["blocked", "flagged"] and len(records) == 6
-    assert records[3]["decision"] == records[5]["decision"] == "rate_limited"
+    assert [r["decision"] for r in records][:2] == ["blocked", "flagged"] and len(records) == 8
+    assert records[3]["decision"] == records[5]["decision"] == records[7]["decision"] == "rate_limited"
     versions = [r["policy_version"] for r in records]
-    # block, flag, then the tight policy, which the restarted replica applies too.
+    # block, flag, then the tight policy: kept through the refused one, and applied by the restarted replica.
     assert len(set(versions[:3])) == 3 and set(versions[2:]) == {versions[2]}
 
 
