@@ -13,6 +13,7 @@ from ray import serve
 
 from serve_app.config import BatchingConfig, ModelConfig
 from serve_app.embedding import Encoder, EmbeddingResult, read_encoder_settings
+from serve_app.live import LiveUpdates
 from serve_app.loading import load_encoder, set_cpu_threads
 from serve_app.metrics import ModelMetrics
 from serve_app.model_store import resolve_model
@@ -44,11 +45,15 @@ class EmbeddingModel:
                                 read_encoder_settings(resolved.path), self._cfg.max_input_tokens)
         self._metrics = ModelMetrics(self._cfg.name)
         self._batching = BatchingConfig()
+        self._live = LiveUpdates(f"model {self._cfg.name} batching")
         self._device = loaded.device
         logger.info("embedding model %s loaded on %s", self._cfg.name, loaded.device)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        batching = BatchingConfig.model_validate(user_config or {})
+        """Apply live batching knobs; a bad one is refused on a running replica (`LiveUpdates`)."""
+        self._live.apply(lambda: self._set_batching(BatchingConfig.model_validate(user_config or {})))
+
+    def _set_batching(self, batching: BatchingConfig) -> None:
         self._embed_batch.set_max_batch_size(batching.max_batch_size)
         self._embed_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
         self._batching = batching

@@ -15,6 +15,7 @@ from ray import serve
 from serve_app.config import BatchingConfig, ModelConfig
 from serve_app.errors import InvalidRequest, PayloadTooLarge
 from serve_app.generation import DecodeLoop, GenerationRequest, SamplingParams, StepOutput
+from serve_app.live import LiveUpdates
 from serve_app.loading import load_causal_lm, set_cpu_threads
 from serve_app.metrics import ModelMetrics
 from serve_app.model_store import resolve_model
@@ -69,12 +70,16 @@ class GenerativeModel:
         self._stats = {"batches": 0, "cancelled_rows": 0, "max_batch_seen": 0, "steps": 0,
                        "row_steps": 0}
         self._loaded_at = time.time()
+        self._live = LiveUpdates(f"model {self._cfg.name} batching")
         logger.info("model %s loaded on %s (%s); chat template renders tools: %s", self._cfg.name,
                     loaded.device, loaded.dtype, self._template.tools)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Apply live batching knobs from `user_config` (validated, swapped in one assignment)."""
-        batching = BatchingConfig.model_validate(user_config or {})
+        """Apply live batching knobs from `user_config` (validated, swapped in one assignment); a
+        bad one is refused on a running replica (`LiveUpdates`)."""
+        self._live.apply(lambda: self._set_batching(BatchingConfig.model_validate(user_config or {})))
+
+    def _set_batching(self, batching: BatchingConfig) -> None:
         self._decode_batch.set_max_batch_size(batching.max_batch_size)
         self._decode_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
         self._loop.max_rows = batching.max_batch_size

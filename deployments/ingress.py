@@ -28,6 +28,7 @@ from security.settings import LIVE_SECURITY_FIELDS
 from serve_app.config import AppConfig, ingress_live_policy
 from serve_app.errors import (
     AegisError, InvalidRequest, NotFound, Overloaded, PayloadTooLarge, find_aegis_error)
+from serve_app.live import LiveUpdates
 from serve_app.metrics import security_event
 from serve_app.pipeline import RequestContext, RequestLimits, RequestPipeline
 from serve_app.protocol import (
@@ -273,44 +274,33 @@ class Ingress:
                            "request is served as an admin.\n!! Never expose this server.\n"
                            + "!" * 78)
         await bootstrap_admin_key(self._guard)
-        self._policy_applied = False  # until reconfigure() has applied a user_config once
+        self._live = LiveUpdates("Ingress security policy", lambda: self._guard.layer.counters.inc("policy_rejected"))
 
     async def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         """Apply live security policy from the Serve config's `deployments: [{name: Ingress,
         user_config: {security: {...}}}]`, merged over `args.security`
         (`security.settings.LIVE_SECURITY_FIELDS`: rate limits, input limits, redaction, injection
         actions and templates). Serve calls this after `__init__` and whenever only that
-        `user_config` changed, so the replica keeps serving: no restart, no model reload.
-
-        A bad policy on a running replica is refused and the last good one stays, as Envoy NACKs
-        a bad xDS update: raising here would make Serve replace every replica with ones that fail
-        the same way, an outage from a typo. It is logged as an error and counted
-        (`policy_rejected`). A starting replica has no policy it was told to keep, so there the
-        error is raised and the replica does not start.
+        `user_config` changed, so the replica keeps serving: no restart, no model reload. A bad
+        policy is refused on a running replica and counted as `policy_rejected` (`LiveUpdates`).
 
         Raises:
             ConfigError: on the first call only: a key other than `security`, a field that is not
                 live, or an invalid value; `python -m serve_app check-config` finds these first.
         """
-        try:
+        async def update() -> list[str]:
             settings = self._cfg.security_settings(overlay=ingress_live_policy(user_config))
-            if settings == self._guard.settings:
-                self._policy_applied = True
-                return
             changed = [s for s in LIVE_SECURITY_FIELDS if getattr(settings, s) != getattr(self._guard.settings, s)]
-            # A policy that turns the classifier on for the first time loads it: off the event loop.
-            await asyncio.to_thread(self._guard.retune, settings)
-        except Exception as exc:
-            if not self._policy_applied:
-                raise
-            self._guard.layer.counters.inc("policy_rejected")
-            logger.error("security policy update refused, the running policy (policy_version %s) stays: %s",
-                         self._guard.layer.policy_version, exc)
-            return
-        self._policy_applied = True
-        app.state.max_body_bytes = min(self._cfg.limits.max_body_bytes, settings.input_limits.max_body_bytes)
-        logger.info("security policy reconfigured without a restart: %s (policy_version %s)",
-                    ", ".join(changed), self._guard.layer.policy_version)
+            if changed:
+                # A policy that turns the classifier on for the first time loads it: off the event loop.
+                await asyncio.to_thread(self._guard.retune, settings)
+                app.state.max_body_bytes = min(self._cfg.limits.max_body_bytes, settings.input_limits.max_body_bytes)
+            return changed
+
+        changed = await self._live.apply_async(update)
+        if changed:
+            logger.info("security policy reconfigured without a restart: %s (policy_version %s)",
+                        ", ".join(changed), self._guard.layer.policy_version)
 
     async def check_health(self) -> None:
         # The router must answer; a wedged router would make every request hang.

@@ -20,6 +20,7 @@ from deployments.tools.pool import ToolPool
 from deployments.tools.spec import load_tool
 from serve_app.config import ToolConfig
 from serve_app.errors import AegisError, NotFound
+from serve_app.live import LiveUpdates
 from serve_app.metrics import tool_call
 
 logger = logging.getLogger("ray.serve")
@@ -48,12 +49,17 @@ class ToolRunner:
         # A tool whose actors cannot start (a bad init_kwarg, no room for its resources) fails
         # the deployment now rather than the first call.
         await asyncio.gather(*(pool.ready(_READY_TIMEOUT_S) for pool in self._pools.values()))
+        self._live = LiveUpdates("ToolRunner")
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Live knobs per tool, `{name: {timeout_s, cancel_grace_s, max_queued_calls}}`.
 
-        Everything is validated before any pool changes, so a bad value leaves every tool as it was.
+        Everything is validated before any pool changes, so a bad value leaves every tool as it
+        was; on a running replica it is refused rather than raised (`LiveUpdates`).
         """
+        self._live.apply(lambda: self._tune(user_config))
+
+    def _tune(self, user_config: dict[str, Any]) -> None:
         unknown = set(user_config) - set(self._pools)
         if unknown:
             raise ValueError(f"user_config names tools that are not configured: {sorted(unknown)}")

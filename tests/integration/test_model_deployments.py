@@ -94,6 +94,9 @@ async def test_reconfigure_applies_batching_without_reloading(model_app):
     second = await handle.info.remote()
     assert second["batching"] == {"max_batch_size": 2, "batch_wait_timeout_s": 0.0}
     assert second["loaded_at"] == first["loaded_at"]  # same replica: reconfigured, not restarted
+    handle = model_app({"max_batch_size": 0, "batch_wait_timeout_s": 0.0})  # refused, not raised
+    kept = await handle.info.remote()
+    assert kept["batching"] == second["batching"] and kept["loaded_at"] == first["loaded_at"]
     results = await asyncio.gather(*(_text(handle, _chat(q)) for q in QUESTIONS))
     assert all(results)
     assert (await handle.info.remote())["max_batch_seen"] <= 4  # never above either setting
