@@ -139,3 +139,21 @@ def test_the_built_app_keeps_every_replica_count():
     models = ingress._replica_config.init_args[1]
     assert ingress._deployment_config.num_replicas == 2
     assert models["Embed-mini"]._bound_deployment._deployment_config.num_replicas == 3
+
+
+def test_check_config_reads_the_tool_runner_entry(tmp_path, capsys):
+    def check(user_config) -> int:
+        config = yaml.safe_load(SHIPPED.read_text())
+        config["applications"][0]["deployments"] = [{"name": "ToolRunner", "user_config": user_config}]
+        path = tmp_path / "serve_config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return main(["check-config", "--config", str(path)])
+
+    assert check({"calculator": {"timeout_s": 2}}) == 0
+    capsys.readouterr()
+    assert check({"calculator": {"pool_size": 4}}) == 2
+    assert "deployments[ToolRunner].user_config.calculator: only timeout_s" in capsys.readouterr().err
+    assert check({"calculater": {"timeout_s": 2}}) == 2
+    assert "a mapping of configured tools" in capsys.readouterr().err
+    assert check({"calculator": {"timeout_s": -1}}) == 2
+    assert "deployments[ToolRunner].user_config.calculator: timeout_s" in capsys.readouterr().err
