@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deployments.security_pipeline import SecurityGuard, bootstrap_admin_key, build_guard, strings_in
-from security.settings import LIVE_SECURITY_FIELDS
+from security.settings import LIVE_SECURITY_FIELDS, live_security_fields
 from serve_app.config import AppConfig, ingress_live_policy
 from serve_app.errors import (
     AegisError, InvalidRequest, NotFound, Overloaded, PayloadTooLarge, find_aegis_error)
@@ -320,6 +320,20 @@ class Ingress:
         ready = all(state == "ready" for state in states.values())
         return JSONResponse({"status": "ready" if ready else "not_ready", "models": states},
                             status_code=200 if ready else 503)
+
+    @app.get("/admin/security/policy")
+    async def security_policy(self, request: Request) -> Any:
+        """The live security policy this replica enforces (admin): what `serve status` cannot say
+        after a refused update. Each replica answers for itself."""
+        ctx = self._context(request, "/admin/security/policy")
+        await self._pipeline.before(ctx)
+        layer = self._guard.layer
+        body = {"replica": serve.get_replica_context().replica_id.unique_id,
+                "policy_version": layer.policy_version,
+                "live": layer.settings.model_dump(mode="json", include=live_security_fields()),
+                "last_refused_update": self._live.last_refused}
+        await self._pipeline.finish(ctx, 200)
+        return JSONResponse(body, headers=ctx.response_headers)
 
     @app.get("/v1/models", response_model=ModelList)
     async def list_models(self, request: Request) -> Any:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 logger = logging.getLogger("ray.serve")
 T = TypeVar("T")
@@ -29,6 +30,8 @@ class LiveUpdates:
         self._what = what
         self._on_refused = on_refused
         self.applied = False
+        # The latest refused update, `{"time": unix s, "error": message}`, until one is applied.
+        self.last_refused: dict[str, Any] | None = None
 
     def apply(self, update: Callable[[], T]) -> T | None:
         """Run `update` (which validates, then swaps); None if a running replica refused it."""
@@ -36,7 +39,7 @@ class LiveUpdates:
             result = update()
         except Exception as exc:
             return self._refuse(exc)
-        self.applied = True
+        self.applied, self.last_refused = True, None
         return result
 
     async def apply_async(self, update: Callable[[], Awaitable[T]]) -> T | None:
@@ -45,13 +48,14 @@ class LiveUpdates:
             result = await update()
         except Exception as exc:
             return self._refuse(exc)
-        self.applied = True
+        self.applied, self.last_refused = True, None
         return result
 
     def _refuse(self, exc: Exception) -> None:
         if not self.applied:
             raise exc
         logger.error("%s: live update refused, the running settings stay: %s", self._what, exc)
+        self.last_refused = {"time": time.time(), "error": str(exc)}
         if self._on_refused is not None:
             self._on_refused()
         return None

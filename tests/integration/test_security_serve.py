@@ -161,6 +161,13 @@ def test_live_policy_in_the_ingress_user_config_applies_without_a_restart(declar
         assert kept.status_code == 429 and kept.headers["ratelimit-limit"] == "1", kept.text
         assert _ingress_actors(app_name) == before
         assert 'event="policy_rejected"' in prometheus_text(ray_cluster.metrics_export_port, 'event="policy_rejected"')
+        # What serve status cannot say (it reports HEALTHY): an admin asks the replica.
+        admin = {"Authorization": f"Bearer {create_key(tmp_path, 'admin')}"}
+        policy = client.get("/admin/security/policy", headers=admin)
+        assert policy.status_code == 200, policy.text
+        assert "injection.action" in policy.json()["last_refused_update"]["error"]
+        assert policy.json()["live"]["rate_limit"]["key_requests"]["burst"] == 1
+        assert client.get("/admin/security/policy").status_code == 403  # a user key: admin scope only
         declare(args, [{"name": "Ingress", "user_config": tight}])  # back to a good entry
 
         # A start-up field lives in args: Serve replaces the replica, which keeps the live policy.
@@ -173,6 +180,9 @@ def test_live_policy_in_the_ingress_user_config_applies_without_a_restart(declar
         again = [client.get("/v1/models") for _ in range(2)][-1]
         assert again.status_code == 429 and again.headers["ratelimit-limit"] == "1", again.text
     records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    asked = [r["decision"] for r in records if r["route"] == "/admin/security/policy"]
+    assert asked == ["allowed", "forbidden"]
+    records = [r for r in records if r["route"] != "/admin/security/policy"]
     assert [r["decision"] for r in records][:2] == ["blocked", "flagged"] and len(records) == 8
     assert records[3]["decision"] == records[5]["decision"] == records[7]["decision"] == "rate_limited"
     versions = [r["policy_version"] for r in records]

@@ -26,6 +26,9 @@ def test_the_first_update_raises_and_later_bad_ones_are_refused(caplog):
     with caplog.at_level(logging.ERROR, logger="ray.serve"):
         assert live.apply(lambda: _set(state, -1)) is None
     assert state == {"value": 3} and refused == [1]  # the last good value stays, and is counted
+    assert live.last_refused["error"] == "value must be >= 1, got -1"
+    live.apply(lambda: _set(state, 4))
+    assert live.last_refused is None  # a good update clears it
     assert "demo: live update refused, the running settings stay: value must be >= 1, got -1" in caplog.text
 
 
