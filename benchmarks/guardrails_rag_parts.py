@@ -39,20 +39,21 @@ def literal_text(template) -> str:
 
 def rag_parts(scanner, rows: list[dict]) -> dict:
     """Flagged counts per way of reading, for clean fills (`benign`) and attack twins (`attack`)."""
-    from security.guardrails.templates import PromptTemplate, split_templates
+    from benchmarks.guardrails import _own_template
+    from security.guardrails.templates import split_templates
 
     def flagged(texts: list[str]) -> bool:
         return scanner.scan_texts(texts, "messages").is_injection
 
     out: dict = {}
-    parsed: dict[str, PromptTemplate] = {}
+    own_template = _own_template()  # each template parsed once
     loud: dict[str, bool] = {}  # template -> its literal text alone is flagged
     for label, side in ((0, "benign"), (1, "attack")):
         counts = {"n": 0, "as_sent": 0, "slots_only": 0, "any_paragraph": 0}
         if side == "benign":
             counts["literal_only"] = 0
         for row in (r for r in rows if r["label"] == label):
-            template = parsed.setdefault(row["template"], PromptTemplate.parse(row["group"], row["template"]))
+            (template,) = own_template(row)
             slots, matched = split_templates([row["text"]], [template])
             counts["n"] += 1
             counts["as_sent"] += flagged([row["text"]])

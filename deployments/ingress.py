@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deployments.security_pipeline import SecurityGuard, bootstrap_admin_key, build_guard, strings_in
-from security.settings import LIVE_SECURITY_FIELDS, live_security_fields
+from security.settings import LIVE_SECURITY_FIELDS, SecuritySettings, live_security_fields
 from serve_app.config import AppConfig, ingress_live_policy
 from serve_app.errors import (
     AegisError, InvalidRequest, NotFound, Overloaded, PayloadTooLarge, find_aegis_error)
@@ -265,8 +265,7 @@ class Ingress:
         self._pipeline = pipeline or RequestPipeline(
             checks=[RequestLimits(self._cfg.limits), self._guard],
             filters=[self._guard], finishers=[self._guard])
-        app.state.max_body_bytes = min(self._cfg.limits.max_body_bytes,
-                                       settings.input_limits.max_body_bytes)
+        self._set_body_limit(settings)
         app.state.pipeline = self._pipeline
         app.state.guard = self._guard
         if settings.auth_disabled:
@@ -294,13 +293,17 @@ class Ingress:
             if changed:
                 # A policy that turns the classifier on for the first time loads it: off the event loop.
                 await asyncio.to_thread(self._guard.retune, settings)
-                app.state.max_body_bytes = min(self._cfg.limits.max_body_bytes, settings.input_limits.max_body_bytes)
+                self._set_body_limit(settings)
             return changed
 
         changed = await self._live.apply_async(update)
         if changed:
             logger.info("security policy reconfigured without a restart: %s (policy_version %s)",
                         ", ".join(changed), self._guard.layer.policy_version)
+
+    def _set_body_limit(self, settings: SecuritySettings) -> None:
+        # BodySizeLimit reads it per request: the tighter of the app's and the security layer's.
+        app.state.max_body_bytes = min(self._cfg.limits.max_body_bytes, settings.input_limits.max_body_bytes)
 
     async def check_health(self) -> None:
         # The router must answer; a wedged router would make every request hang.

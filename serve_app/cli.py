@@ -111,7 +111,7 @@ def _check_overrides(config: Any, overrides: list) -> None:
     """
     from pydantic import ValidationError
 
-    from serve_app.config import BatchingConfig, ingress_live_policy
+    from serve_app.config import BatchingConfig, format_validation_error, ingress_live_policy
 
     models = {m.deployment_name for m in config.models}
     known = {"Ingress", "Router", *models, *(["ToolRunner"] if config.tools else [])}
@@ -131,7 +131,7 @@ def _check_overrides(config: Any, overrides: list) -> None:
             try:
                 BatchingConfig.model_validate(entry["user_config"] or {})
             except ValidationError as exc:
-                raise ConfigError(f"{where}: {_fields(exc)}") from None
+                raise ConfigError(format_validation_error(exc, prefix=where)) from None
         elif name == "ToolRunner":
             _check_tool_knobs(config, entry["user_config"] or {}, where)
 
@@ -140,22 +140,18 @@ def _check_tool_knobs(config: Any, live: Any, where: str) -> None:
     """The ToolRunner's `{tool: {timeout_s, cancel_grace_s, max_queued_calls}}`, as `ToolPool.tuned` reads it."""
     from pydantic import ValidationError
 
-    from deployments.tools.pool import LIVE_POOL_FIELDS, ToolPoolConfig
+    from deployments.tools.pool import ToolPoolConfig, tune_pool_config
+    from serve_app.config import format_validation_error
 
     if not isinstance(live, dict) or set(live) - set(config.tools):
         raise ConfigError(f"{where}: a mapping of configured tools ({sorted(config.tools)}) to live knobs, got {live!r}")
     for tool, knobs in live.items():
-        extra = sorted(set(knobs or {}) - set(LIVE_POOL_FIELDS))
-        if extra:
-            raise ConfigError(f"{where}.{tool}: only {', '.join(LIVE_POOL_FIELDS)} change without a restart, got {extra}")
         try:
-            ToolPoolConfig.model_validate({**config.tools[tool].pool, **(knobs or {})})
+            tune_pool_config(ToolPoolConfig.model_validate(config.tools[tool].pool), knobs or {}, f"{where}.{tool}")
         except ValidationError as exc:
-            raise ConfigError(f"{where}.{tool}: {_fields(exc)}") from None
-
-
-def _fields(exc: Any) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(format_validation_error(exc, prefix=f"{where}.{tool}")) from None
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def serve(args: argparse.Namespace) -> int:

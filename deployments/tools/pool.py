@@ -64,6 +64,18 @@ class ToolPoolConfig(BaseModel):
 LIVE_POOL_FIELDS = ("timeout_s", "cancel_grace_s", "max_queued_calls")
 
 
+def tune_pool_config(config: ToolPoolConfig, live: dict[str, Any], who: str) -> ToolPoolConfig:
+    """`config` with new values of the live knobs (`LIVE_POOL_FIELDS`); `who` names the tool in errors.
+
+    Raises:
+        ValueError: a knob that is not live, or an invalid value (a pydantic ValidationError).
+    """
+    unknown = set(live) - set(LIVE_POOL_FIELDS)
+    if unknown:
+        raise ValueError(f"{who}: only {', '.join(LIVE_POOL_FIELDS)} change without a restart, got {sorted(unknown)}")
+    return ToolPoolConfig.model_validate({**config.model_dump(), **live})
+
+
 class _ToolActor:
     """Holds one instance of the tool; async tools run on the loop, sync ones in threads."""
 
@@ -135,11 +147,7 @@ class ToolPool:
         Raises:
             ValueError: a knob that is not live, or an invalid value.
         """
-        unknown = set(live) - set(LIVE_POOL_FIELDS)
-        if unknown:
-            raise ValueError(f"tool '{self.spec.name}': only {', '.join(LIVE_POOL_FIELDS)} change "
-                             f"without a restart, got {sorted(unknown)}")
-        return ToolPoolConfig.model_validate({**self.config.model_dump(), **live})
+        return tune_pool_config(self.config, live, f"tool '{self.spec.name}'")
 
     @property
     def in_flight(self) -> int:

@@ -156,4 +156,4 @@ def test_check_config_reads_the_tool_runner_entry(tmp_path, capsys):
     assert check({"calculater": {"timeout_s": 2}}) == 2
     assert "a mapping of configured tools" in capsys.readouterr().err
     assert check({"calculator": {"timeout_s": -1}}) == 2
-    assert "deployments[ToolRunner].user_config.calculator: timeout_s" in capsys.readouterr().err
+    assert "deployments[ToolRunner].user_config.calculator.timeout_s: Input should be greater than 0" in capsys.readouterr().err

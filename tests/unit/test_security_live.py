@@ -114,7 +114,7 @@ def test_check_config_reads_the_deployment_overrides(tmp_path, capsys):
     assert check([{"name": "Ingress", "user_config": {"security": {"auth": {"api_keys_enabled": False}}}}]) == 2
     assert "security.auth cannot change on running replicas" in capsys.readouterr().err
     assert check([{"name": "Embed-mini", "user_config": {"max_batch_size": 0}}]) == 2
-    assert "deployments[Embed-mini].user_config: max_batch_size" in capsys.readouterr().err
+    assert "deployments[Embed-mini].user_config.max_batch_size: Input should be greater than or equal to 1" in capsys.readouterr().err
     assert check([{"name": "Ingres", "num_replicas": 2}]) == 2
     assert "no deployment named 'Ingres'" in capsys.readouterr().err
 
