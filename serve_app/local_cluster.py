@@ -123,10 +123,22 @@ def _stop_processes(temp_dir: Path, client_server_port: int | None = None) -> No
     # once the raylet is gone its agents are orphans that nothing links to this cluster.
     pids = _with_descendants(_matching_pids(patterns))
     _signal(pids, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _running(pids):
-        time.sleep(0.5)
+    if _wait_gone(pids, timeout_s=10):
+        return
     _signal(_running(pids), signal.SIGKILL)
+    # SIGKILL is delivered at once, but a process with a large heap takes a moment to be torn down;
+    # return only when none is left, so a caller (or the next cluster) never sees a half-dead one.
+    _wait_gone(pids, timeout_s=5)
+
+
+def _wait_gone(pids: set[int], timeout_s: float) -> bool:
+    """Wait until none of `pids` runs, or `timeout_s` passes; whether none runs."""
+    deadline = time.monotonic() + timeout_s
+    while _running(pids):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _matching_pids(patterns: list[str]) -> set[int]:
