@@ -155,11 +155,9 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, weight: np.ndarray, l2: float) ->
     return w.detach().numpy(), float(b.detach()[0])
 
 
-def text_max(window_scores: np.ndarray, owner: np.ndarray, texts: int) -> np.ndarray:
-    """Each text's highest window score."""
-    out = np.full(texts, -np.inf)
-    np.maximum.at(out, owner, window_scores)
-    return out
+def window_probs(x: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
+    """The head's probability per window, in float64: float32 rounds the top scores to 1.0 together."""
+    return 1 / (1 + np.exp(-(x @ w + b).astype(np.float64)))
 
 
 def fit_mil(x: np.ndarray, owner: np.ndarray, y: np.ndarray, text_weight: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
@@ -168,27 +166,28 @@ def fit_mil(x: np.ndarray, owner: np.ndarray, y: np.ndarray, text_weight: np.nda
     of its document is benign), with the text's whole weight."""
     per_window = text_weight[owner] / np.bincount(owner, minlength=len(y))[owner]
     w, b = fit_logistic(x, y[owner], per_window, l2)
-    scores = x @ w + b
-    best = np.zeros(len(owner), bool)
-    for text in np.flatnonzero(y == 1):
-        mine = np.flatnonzero(owner == text)
-        best[mine[np.argmax(scores[mine])]] = True
-    keep = (y[owner] == 0) | best
+    # Each text's highest window: windows ordered by text, then by score from the top (stable, so a
+    # tie goes to the first window, as argmax would), and the first of each text taken.
+    order = np.lexsort((-(x @ w + b), owner))
+    highest = order[np.r_[True, owner[order][1:] != owner[order][:-1]]]
+    keep = y[owner] == 0
+    keep[highest[y[owner[highest]] == 1]] = True
     return fit_logistic(x[keep], y[owner][keep], np.where(y[owner] == 0, per_window, text_weight[owner])[keep], l2)
 
 
 def rates_at_own_fpr(scores: np.ndarray, strong: np.ndarray, y: np.ndarray, fprs=(0.01, 0.02, 0.05)) -> dict:
-    """TPR where the set's own FPR reaches each level (a strong heuristic always flags), and AUC."""
+    """The highest TPR whose FPR on the set is at most each level (`guardrails.shipped_tpr_at_fpr`: a
+    strong heuristic always flags), and AUC."""
     from sklearn.metrics import roc_auc_score
 
-    s = np.where(strong, np.inf, scores)
-    negatives = np.sort(s[y == 0])[::-1]
+    from benchmarks.guardrails import shipped_tpr_at_fpr
+
+    scored = list(zip(strong.tolist(), scores.tolist(), y.astype(int).tolist()))
     out = {}
     for fpr in fprs:
-        k = int(np.floor(fpr * len(negatives)))
-        cut = negatives[k] if k < len(negatives) else -np.inf
-        out[f"fpr_{fpr:g}"] = {"tpr": float((s[y == 1] > cut).mean()), "fpr": float((s[y == 0] > cut).mean())}
-    out["auc"] = float(roc_auc_score(y, np.where(np.isinf(s), scores.max(initial=1.0) + 1, s)))
+        tpr, reached = shipped_tpr_at_fpr(scored, fpr)
+        out[f"fpr_{fpr:g}"] = {"tpr": tpr, "fpr": reached}
+    out["auc"] = float(roc_auc_score(y, np.where(strong, scores.max(initial=1.0) + 1, scores)))
     return out
 
 
@@ -202,6 +201,7 @@ def _subset(x: np.ndarray, owner: np.ndarray, texts: np.ndarray) -> tuple[np.nda
 
 def evaluate_arm(arm: str, train: dict, sets: dict[str, dict], l2: float) -> dict:
     """Out-of-fold threshold on the train split, then each set at that threshold and at its own FPRs."""
+    from security.guardrails.classifier import max_per_text
     from security.guardrails.train_classifier import _group_weights, _pick_threshold_bounded
 
     x = train["features"][arm]
@@ -214,15 +214,14 @@ def evaluate_arm(arm: str, train: dict, sets: dict[str, dict], l2: float) -> dic
         fit, held = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
         w, b = fit_mil(*_subset(x, owner, fit), y[fit], _group_weights(y[fit], [groups[i] for i in fit]), l2)
         held_x, held_owner = _subset(x, owner, held)
-        oof[held] = text_max(held_x @ w + b, held_owner, len(held))
-    oof = 1 / (1 + np.exp(-oof))
+        oof[held] = max_per_text(window_probs(held_x, w, b), held_owner, len(held))
     threshold, p95 = _pick_threshold_bounded(oof, train["strong"], y, np.asarray(groups), 0.01, 0.02)
     flagged = train["strong"] | (oof >= threshold)
     row = {"out_of_fold_tpr": float(flagged[y == 1].mean()), "out_of_fold_fpr": float(flagged[y == 0].mean()),
            "threshold": threshold, "bootstrap_fpr_p95": p95}
     w, b = fit_mil(x, owner, y, _group_weights(y, groups), l2)
     for name, data in sets.items():
-        scores = 1 / (1 + np.exp(-text_max(((data["features"][arm] - mean) / std) @ w + b, data["owner"], len(data["y"]))))
+        scores = max_per_text(window_probs((data["features"][arm] - mean) / std, w, b), data["owner"], len(data["y"]))
         flags, ys = data["strong"] | (scores >= threshold), data["y"]
         row[name] = {"tpr": float(flags[ys == 1].mean()), "fpr": float(flags[ys == 0].mean()),
                      "attacks": int(ys.sum()), "benign": int((ys == 0).sum()),

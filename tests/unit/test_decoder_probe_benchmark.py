@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks import guardrails_decoder_probe as probe
+from security.guardrails.classifier import max_per_text
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def test_the_two_pass_fit_finds_the_planted_window_and_scores_a_text_by_its_high
         y.append(attack)
     x, owner, y = np.asarray(windows), np.asarray(owner), np.asarray(y, float)
     w, b = probe.fit_mil(x, owner, y, np.full(texts, 1.0 / texts), l2=1e-4)
-    scores = probe.text_max(x @ w + b, owner, texts)
+    scores = max_per_text(probe.window_probs(x, w, b), owner, texts)
     assert w[0] > 5 * np.abs(w[1:]).max()  # learned the marker, not the noise
     assert scores[y == 1].min() > scores[y == 0].max()
 
