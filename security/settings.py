@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_origin
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -389,6 +389,12 @@ def overlay_live_security(security: dict, overlay: dict) -> dict:
     This is how the Ingress's `user_config: {security: ...}` applies on top of `args.security`, so
     an operator writes only what changes (`{injection: {tenant_actions: {acme: flag}}}`).
 
+    In a map keyed by name (a tenant, route, role or template: `_named_maps`), `null` removes the
+    entry, as in a JSON merge patch (RFC 7386): `{injection: {templates: {old_rag: null}}}` drops a
+    template that `args` registers, `{tenant_actions: {acme: null}}` gives acme the default action
+    again. No such map takes null as a value, so nothing else could be meant. Elsewhere null stays a
+    value: `rate_limit.key_requests: null` means no limit.
+
     Raises:
         ValueError: `overlay` names a field that is not live (`LIVE_SECURITY_FIELDS`).
     """
@@ -402,14 +408,27 @@ def overlay_live_security(security: dict, overlay: dict) -> dict:
             extra = sorted(set(value) - set(fields))
             if extra:
                 raise ValueError(f"security.{section}.{extra[0]} cannot change on running replicas; live: {list(fields)}")
-    return _deep_merge(security, overlay)
+    return _deep_merge(security, overlay, _named_maps())
 
 
-def _deep_merge(base: dict, overlay: dict) -> dict:
+def _named_maps() -> set[tuple[str, ...]]:
+    """(section, field) of each live field that is a map keyed by name (`dict[str, ...]`)."""
+    maps = set()
+    for section, fields in LIVE_SECURITY_FIELDS.items():
+        model = SecuritySettings.model_fields[section].annotation
+        maps |= {(section, name) for name, field in model.model_fields.items()
+                 if get_origin(field.annotation) is dict and (fields is None or name in fields)}
+    return maps
+
+
+def _deep_merge(base: dict, overlay: dict, named_maps: set[tuple[str, ...]], path: tuple[str, ...] = ()) -> dict:
     merged = dict(base)
     for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+        if value is None and path in named_maps:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key, {}), dict):
+            # A map `args` leaves out is merged into an empty one, so a null in it removes nothing.
+            merged[key] = _deep_merge(merged.get(key, {}), value, named_maps, (*path, key))
         else:
             merged[key] = value
     return merged

@@ -34,6 +34,23 @@ def test_an_overlay_merges_live_fields_and_refuses_start_up_ones():
         overlay_live_security(SECURITY, {"injection": "flag"})
 
 
+def test_null_removes_an_entry_of_a_named_map_and_stays_a_value_elsewhere():
+    base = {**SECURITY, "injection": {**SECURITY["injection"], "tenant_actions": {"acme": "off", "globex": "flag"},
+                                      "templates": {"rag": "Use the following context to answer.\n{context}\nQuestion: {question}"}},
+            "rate_limit": {**SECURITY["rate_limit"], "role_key_requests": {"admin": {"per_minute": 600, "burst": 50}}}}
+    merged = overlay_live_security(base, {"injection": {"tenant_actions": {"acme": None}, "templates": {"rag": None}},
+                                          "rate_limit": {"role_key_requests": {"admin": None}, "key_requests": None},
+                                          "redaction": {"tenant_types": {"nobody": None}}})
+    assert merged["injection"]["tenant_actions"] == {"globex": "flag"}  # acme falls back to `action`
+    assert merged["injection"]["templates"] == {}
+    assert merged["rate_limit"] == {"key_requests": None, "role_key_requests": {}}  # null is still "no limit" there
+    assert merged["redaction"] == {"tenant_types": {}}  # removing what is not there is no error
+    settings = load_security_settings(**merged)
+    assert settings.injection.all_templates() == {} and settings.rate_limit.key_requests is None
+    assert settings.rate_limit.role_key_requests == {}
+    assert base["injection"]["tenant_actions"] == {"acme": "off", "globex": "flag"}  # not mutated
+
+
 @pytest.fixture
 def layer(tmp_path, monkeypatch):
     monkeypatch.delenv("REDIS_URL", raising=False)
