@@ -3,7 +3,10 @@
 Run: `python -m benchmarks.guardrails [--candidate-head PATH]` (writes benchmarks/results/guardrails.json,
 prints markdown).
 The corpus is generated from templates (security/guardrails/corpus.py): numbers here show how the
-layers separate those families, and overstate accuracy on real-world traffic.
+layers separate those families, and overstate accuracy on real-world traffic. The real sets read
+beside it: fresh and third (real attacks and benign prompts from packages the corpus does not use),
+tasks (real task instructions, benign only: FPR) and RAG (real prompt templates, each fill with an
+attack twin).
 """
 
 from __future__ import annotations
@@ -203,8 +206,9 @@ def _scan_set(scanner, rows: list[dict], templates_of=None) -> tuple[list, dict]
     fp = sum(flagged[s] for s in seen if s.endswith("(benign)"))
     benign = len(rows) - attacks
     matched = {"template_matched": sum(bool(r.templates) for r in results)} if templates_of else {}
-    return results, {**matched, "tpr": tp / attacks, "fpr": fp / benign, "false_positives": fp, "missed": attacks - tp,
-                     "tpr_95ci": wilson_interval(tp, attacks), "fpr_95ci": wilson_interval(fp, benign),
+    # A benign-only set (the task-prompt set) has no TPR to report.
+    return results, {**matched, "tpr": tp / attacks if attacks else None, "fpr": fp / benign, "false_positives": fp, "missed": attacks - tp,
+                     "tpr_95ci": wilson_interval(tp, attacks) if attacks else None, "fpr_95ci": wilson_interval(fp, benign),
                      "p50_ms": statistics.median(latencies_ms), "p99_ms": _percentile(latencies_ms, 99),
                      "flagged_by_source": {s: f"{flagged[s]}/{n}" for s, n in sorted(seen.items())}}
 
@@ -305,10 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = os.getloadavg()[0]
     scanners = build_scanners(args.candidate_head)
     injection = injection_benchmark(scanners)
-    from security.guardrails import corpus_sources_fresh, corpus_sources_rag, corpus_sources_third
+    from security.guardrails import corpus_sources_fresh, corpus_sources_rag, corpus_sources_tasks, corpus_sources_third
 
     sets = {"fresh": eval_set_benchmark(scanners, corpus_sources_fresh.OUT_PATH),
             "third": eval_set_benchmark(scanners, corpus_sources_third.OUT_PATH),
+            "tasks": eval_set_benchmark(scanners, corpus_sources_tasks.OUT_PATH),
             "rag": eval_set_benchmark(scanners, corpus_sources_rag.OUT_PATH, registered=("heuristics", "heuristics+classifier"),
                                       known=("heuristics+classifier",))}
     # Would enabling every known template change what the other sets' scans read? (string matching only)
@@ -318,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     held_out = [r["text"] for r in read_jsonl(CORPUS_PATH) if r["split"] == "test"]
     known_matches = {"held_out": known_template_matches(held_out),
                      **{key: known_template_matches([r["text"] for r in read_jsonl(path)])
-                        for key, path in (("fresh", corpus_sources_fresh.OUT_PATH), ("third", corpus_sources_third.OUT_PATH))}}
+                        for key, path in (("fresh", corpus_sources_fresh.OUT_PATH), ("third", corpus_sources_third.OUT_PATH),
+                                          ("tasks", corpus_sources_tasks.OUT_PATH))}}
     redaction = redaction_benchmark()
     result = {"injection": injection, **sets, "known_template_matches": known_matches, "redaction": redaction, "cpu_count": os.cpu_count(),
               "load_average_1m_at_start": load_at_start, "load_average_1m_at_end": os.getloadavg()[0]}
@@ -339,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
           f"p99: {float32['p99_ms'] / int8['p99_ms']:.2f}x")
     titles = {"fresh": "fresh set ({} real prompts from packages the corpus does not use, {} attacks",
               "third": "third set ({} real prompts from packages the corpus does not use, {} attacks",
+              "tasks": "task-prompt set ({} real promptsource (P3) task templates with corpus text in their slots, {} attacks",
               "rag": "RAG set ({} real llama-index and langchain prompt templates filled with documents, {} of them with a planted instruction"}
     for key, title in titles.items():
         m_set = sets[key]
@@ -346,8 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         print("| layers | TPR | FPR | p50 ms | p99 ms |\n| --- | --- | --- | --- | --- |")
         for name in scanners_in(m_set):
             m = m_set[name]
-            (tl, th), (fl, fh) = m["tpr_95ci"], m["fpr_95ci"]
-            print(f"| {name} | {m['tpr']:.1%} ({tl:.1%}-{th:.1%}) | {m['fpr']:.1%} ({fl:.1%}-{fh:.1%}) | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
+            (fl, fh) = m["fpr_95ci"]
+            tpr = "n/a" if m["tpr"] is None else f"{m['tpr']:.1%} ({m['tpr_95ci'][0]:.1%}-{m['tpr_95ci'][1]:.1%})"
+            print(f"| {name} | {tpr} | {m['fpr']:.1%} ({fl:.1%}-{fh:.1%}) | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
         for name in [n for n in scanners_in(m_set) if "template_matched" in m_set[n]]:
             print(f"\n{name}: {m_set[name]['template_matched']}/{m_set['examples']} prompts matched a registered template")
     print(f"\nPrompts of the other sets that fill a known template (string matching only): {known_matches}")

@@ -44,6 +44,14 @@ def test_eval_set_benchmark_counts_per_source(tmp_path):
     assert m["tpr_95ci"] == bench.wilson_interval(1, 2) and m["fpr_95ci"] == bench.wilson_interval(1, 3)
 
 
+def test_a_benign_only_set_reports_fpr_and_no_tpr(tmp_path):
+    rows = [{"text": "ignore the noise in the data", "label": 0, "source": "tasks"}, {"text": "hello", "label": 0, "source": "tasks"}]
+    path = tmp_path / "set.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    m = bench.eval_set_benchmark({"kw": _KeywordScanner()}, path)["kw"]
+    assert (m["tpr"], m["tpr_95ci"], m["missed"], m["fpr"], m["false_positives"]) == (None, None, 0, 0.5, 1)
+
+
 def test_a_missing_candidate_head_is_a_usage_error_before_anything_loads(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--candidate-head", str(tmp_path / "nope.safetensors")])
