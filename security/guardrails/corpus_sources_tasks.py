@@ -40,6 +40,7 @@ import argparse
 import json
 import random
 import re
+import sys
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -92,7 +93,9 @@ class FillText:
                     self.sentences.append(text)
         if not self.passages or not self.sentences:
             raise ValueError(f"no fill text under {extra_dir}: build {SLOT_SOURCES} first")
-        self.handed_out: list[str] = []  # since the last render: what is the template's own text
+        # The texts handed out since the last render: `frame_words` takes them out to count the
+        # template's own words.
+        self.handed_out: list[str] = []
 
     def for_slot(self, name: str, rng: random.Random) -> SlotValue:
         text = rng.choice(self.passages if _DOCUMENT_SLOT.search(name) else self.sentences)
@@ -103,7 +106,8 @@ class FillText:
 class SlotValue(str):
     """A slot's text that also answers the structured access templates make (`example.title`
     through `_Environment.getattr`, `answers["text"][0]`, `{% for choice in choices %}`) with more
-    real text, so that a template written for a nested dataset row still renders."""
+    real text, so that a template written for a nested dataset row still renders. As a list it
+    holds 3 items, so `|length` is 3."""
 
     def __new__(cls, value: str, fill: FillText, rng: random.Random) -> SlotValue:
         obj = super().__new__(cls, value)
@@ -220,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-frame-words", type=int, default=MIN_FRAME_WORDS, help="0 keeps templates with no instruction")
     args = parser.parse_args(argv)
     if not args.promptsource.is_file():
-        print(f"error: {args.promptsource} not found (see the module docstring for the pip download)", flush=True)
+        print(f"error: {args.promptsource} not found (see the module docstring for the pip download)", file=sys.stderr)
         return 2
     avoid = [r["text"] for path in (FRESH_PATH, THIRD_PATH) for r in read_jsonl(path)]
     counts: Counter = Counter()

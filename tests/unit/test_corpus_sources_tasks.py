@@ -153,4 +153,4 @@ def test_missing_fill_text_and_a_missing_sdist_are_refused(tmp_path, sdist, caps
     with pytest.raises(ValueError, match="no fill text"):
         tasks.task_rows(sdist, tmp_path / "empty")
     assert tasks.main(["--promptsource", str(tmp_path / "nope.tar.gz"), "--out", str(tmp_path)]) == 2
-    assert "not found" in capsys.readouterr().out
+    assert "nope.tar.gz not found" in capsys.readouterr().err
