@@ -1,5 +1,5 @@
 """The security layer inside Ray Serve: rate limits shared by two ingress replicas (store actor and
-real Redis), and fail-closed / fail-open when Redis is unreachable."""
+real Redis), fail-closed / fail-open when Redis is unreachable, and input redaction reaching the model."""
 
 from __future__ import annotations
 
@@ -255,3 +255,22 @@ def test_redis_unreachable_fail_open_uses_the_local_limiter(deploy, tmp_path, oi
                            'event="audit_write_failed"')
     assert 'event="ratelimit_fail_open"' in text
     assert 'event="audit_write_failed"' in text  # the Redis audit stream is down too: counted
+
+
+def test_input_redaction_replaces_pii_before_the_model_sees_it(deploy, tmp_path, ray_cluster):
+    """With `redaction.input_enabled`, the model embeds "[EMAIL]", never the address: the vector of
+    the raw text is the vector of its redacted form, while other wording does move the vector."""
+    base = deploy(_args(tmp_path, redaction={"input_enabled": True}))
+    key = create_key(tmp_path, "user", "acme")
+
+    def embed(text: str) -> list[float]:
+        response = httpx.post(f"{base}/v1/embeddings", json={"model": "mini", "input": text},
+                              headers={"Authorization": f"Bearer {key}"}, timeout=120)
+        assert response.status_code == 200, response.text
+        return response.json()["data"][0]["embedding"]
+
+    raw = embed("Please write to alice.smith@example.com about the overdue invoice.")
+    assert raw == embed("Please write to [EMAIL] about the overdue invoice.")
+    assert raw == embed("Please write to bob@other.org about the overdue invoice.")  # every address is one placeholder
+    assert raw != embed("Please write to alice about the overdue invoice.")  # the model does read that position
+    assert 'event="redacted_input_EMAIL"' in prometheus_text(ray_cluster.metrics_export_port, 'event="redacted_input_EMAIL"')
