@@ -5,8 +5,8 @@ prints markdown).
 The corpus is generated from templates (security/guardrails/corpus.py): numbers here show how the
 layers separate those families, and overstate accuracy on real-world traffic. The real sets read
 beside it: fresh and third (real attacks and benign prompts from packages the corpus does not use),
-tasks (real task instructions, benign only: FPR) and RAG (real prompt templates, each fill with an
-attack twin).
+tasks (real task instructions, benign only: FPR), RAG (real prompt templates, each fill with an
+attack twin) and labelled (two public injection datasets' test splits, labelled by their authors).
 """
 
 from __future__ import annotations
@@ -309,11 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = os.getloadavg()[0]
     scanners = build_scanners(args.candidate_head)
     injection = injection_benchmark(scanners)
-    from security.guardrails import corpus_sources_fresh, corpus_sources_rag, corpus_sources_tasks, corpus_sources_third
+    from security.guardrails import (corpus_sources_fresh, corpus_sources_labelled, corpus_sources_rag, corpus_sources_tasks,
+                                     corpus_sources_third)
 
     # The real sets scanned as sent; the RAG set also with its templates registered, below.
     plain_sets = {"fresh": corpus_sources_fresh.OUT_PATH, "third": corpus_sources_third.OUT_PATH,
-                  "tasks": corpus_sources_tasks.OUT_PATH}
+                  "tasks": corpus_sources_tasks.OUT_PATH, "labelled": corpus_sources_labelled.OUT_PATH}
     sets = {**{key: eval_set_benchmark(scanners, path) for key, path in plain_sets.items()},
             "rag": eval_set_benchmark(scanners, corpus_sources_rag.OUT_PATH, registered=("heuristics", "heuristics+classifier"),
                                       known=("heuristics+classifier",))}
@@ -345,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     titles = {"fresh": "fresh set ({} real prompts from packages the corpus does not use, {} attacks",
               "third": "third set ({} real prompts from packages the corpus does not use, {} attacks",
               "tasks": "task-prompt set ({} real promptsource (P3) task templates with corpus text in their slots, {} attacks",
+              "labelled": "labelled set ({} prompts of two public injection datasets' test splits, neuralchemy and S-Labs, {} attacks",
               "rag": "RAG set ({} real llama-index and langchain prompt templates filled with documents, {} of them with a planted instruction"}
     for key, title in titles.items():
         m_set = sets[key]

@@ -366,8 +366,10 @@ def read_reference(corpus: Path, extra_dir: Path, *also: Path) -> list[str]:
     return [row["text"] for p in paths if p.exists() for row in read_jsonl(p)]
 
 
-def build(candidates: list[dict], reference: list[str], seed: int = 13) -> tuple[list[dict], dict]:
-    """Decontaminate, cluster and cap; returns (rows, per source/label counts at each step)."""
+def build(candidates: list[dict], reference: list[str], seed: int = 13, attack_cap: int = ATTACK_CAP,
+          benign_cap: int = BENIGN_CAP) -> tuple[list[dict], dict]:
+    """Decontaminate, cluster and cap (per source: `attack_cap` attacks, `benign_cap` benign rows);
+    returns (rows, per source/label counts at each step)."""
     order = {s: i for i, s in enumerate(SOURCES)}
     candidates = sorted((r for r in candidates if len(r["text"]) >= MIN_CHARS), key=lambda r: (order.get(r["source"], 99), _h(r["text"], str(seed))))
     counts: dict[str, Counter] = {}
@@ -402,7 +404,7 @@ def build(candidates: list[dict], reference: list[str], seed: int = 13) -> tuple
         by_source.setdefault((r["source"], r["label"]), []).append(r)
     rows = []
     for (source, label), items in by_source.items():
-        cap = ATTACK_CAP if label else BENIGN_CAP
+        cap = attack_cap if label else benign_cap
         for i, r in enumerate(items):  # already in salted-hash order within a source
             tally("kept" if i < cap else "dropped_source_cap", r)
         rows += items[:cap]
