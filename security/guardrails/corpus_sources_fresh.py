@@ -366,10 +366,12 @@ def read_reference(corpus: Path, extra_dir: Path, *also: Path) -> list[str]:
     return [row["text"] for p in paths if p.exists() for row in read_jsonl(p)]
 
 
-def build(candidates: list[dict], reference: list[str], seed: int = 13, attack_cap: int = ATTACK_CAP,
-          benign_cap: int = BENIGN_CAP) -> tuple[list[dict], dict]:
-    """Decontaminate, cluster and cap (per source: `attack_cap` attacks, `benign_cap` benign rows);
-    returns (rows, per source/label counts at each step)."""
+def build(candidates: list[dict], reference: list[str], seed: int = 13, attack_cap: int | None = None,
+          benign_cap: int | None = None) -> tuple[list[dict], dict]:
+    """Decontaminate, cluster and cap (per source: `attack_cap` attacks, `benign_cap` benign rows; default
+    ATTACK_CAP, BENIGN_CAP); returns (rows, per source/label counts at each step)."""
+    attack_cap = ATTACK_CAP if attack_cap is None else attack_cap
+    benign_cap = BENIGN_CAP if benign_cap is None else benign_cap
     order = {s: i for i, s in enumerate(SOURCES)}
     candidates = sorted((r for r in candidates if len(r["text"]) >= MIN_CHARS), key=lambda r: (order.get(r["source"], 99), _h(r["text"], str(seed))))
     counts: dict[str, Counter] = {}
