@@ -36,18 +36,18 @@ class LiveUpdates:
     def apply(self, update: Callable[[], T]) -> T | None:
         """Run `update` (which validates, then swaps); None if a running replica refused it."""
         try:
-            result = update()
+            return self._accept(update())
         except Exception as exc:
             return self._refuse(exc)
-        self.applied, self.last_refused = True, None
-        return result
 
     async def apply_async(self, update: Callable[[], Awaitable[T]]) -> T | None:
         """`apply` for an update that awaits (e.g. loads a model off the event loop)."""
         try:
-            result = await update()
+            return self._accept(await update())
         except Exception as exc:
             return self._refuse(exc)
+
+    def _accept(self, result: T) -> T:
         self.applied, self.last_refused = True, None
         return result
 
