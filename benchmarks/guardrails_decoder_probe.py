@@ -17,14 +17,15 @@ Every arm gets the same simple protocol, so only the representation differs:
 - the threshold is the shipped rule (`train_classifier._pick_threshold_bounded`: out-of-fold FPR
   of "strong heuristic or score >= threshold" <= 1%, template-bootstrap 95th percentile <= 2%) on
   5 template-grouped folds of the train split; then a head fitted on the whole train split is
-  read on the held-out split and the fresh, third and RAG sets at that threshold;
+  read on the held-out split and the fresh, third, RAG and labelled sets at that threshold (the
+  task-prompt set is benign only: no TPR or AUC to compare);
 - also printed: each set's TPR at the score where that set's own FPR is 1%, 2% and 5%, and AUC.
   Those thresholds are chosen on the set itself, so they compare representations and nothing else;
   no head is chosen by them.
 
 This is no substitute for the shipped head's benchmark (`benchmarks/guardrails.py`: int8 encoder,
 attention pools, heuristic flags as features): it asks which frozen encoder to build that on.
-Each run reads the held-out split and the three evaluation sets once; count it in
+Each run reads the held-out split and the evaluation sets it is given (`--sets`) once; count it in
 docs/guardrails-history.md.
 """
 
@@ -48,17 +49,18 @@ CACHE_DIR = Path(".aegis-cache") / "decoder-probe"
 MINILM_LAYERS = (1, 2, 3, 4, 5, 6)
 WINDOW_TOKENS, OVERLAP_TOKENS = 126, 32  # MiniLM's 128 less [CLS] and [SEP]; the scanner's overlap
 FOLDS = 5
-SETS = ("test", "fresh", "third", "rag")
+# The sets read, each with both labels: the task-prompt set is benign only, so it has no TPR or AUC to compare.
+SETS = ("test", "fresh", "third", "rag", "labelled")
 
 
-def window_texts(text: str, tokenizer) -> list[str]:
+def window_texts(text: str, tokenizer, normalized=None) -> list[str]:
     """`text` as the scanner windows it (each classifier chunk, cut every WINDOW_TOKENS MiniLM tokens,
     OVERLAP_TOKENS shared), each window as the span of the original text it covers, so another
-    tokenizer can read the same words."""
+    tokenizer can read the same words. `normalized`: `normalize(text)`, where the caller has it already."""
     from security.guardrails.normalize import normalize
 
     out = []
-    for chunk in normalize(text).classifier_chunks or [text]:
+    for chunk in (normalized or normalize(text)).classifier_chunks or [text]:
         offsets = tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         if not offsets:
             out.append(chunk)
@@ -230,13 +232,14 @@ def evaluate_arm(arm: str, train: dict, sets: dict[str, dict], l2: float) -> dic
 
 
 def load_set(name: str) -> list[dict]:
-    from security.guardrails import corpus_sources_fresh, corpus_sources_rag, corpus_sources_third
+    from security.guardrails import corpus_sources_fresh, corpus_sources_labelled, corpus_sources_rag, corpus_sources_third
     from security.guardrails.corpus import CORPUS_PATH
     from security.guardrails.corpus_sources import read_jsonl
 
     if name in ("train", "test"):
         return [r for r in read_jsonl(CORPUS_PATH) if r["split"] == name]
-    return list(read_jsonl({"fresh": corpus_sources_fresh, "third": corpus_sources_third, "rag": corpus_sources_rag}[name].OUT_PATH))
+    modules = {"fresh": corpus_sources_fresh, "third": corpus_sources_third, "rag": corpus_sources_rag, "labelled": corpus_sources_labelled}
+    return list(read_jsonl(modules[name].OUT_PATH))
 
 
 def featurize(rows: list[dict], tokenizer, minilm, decoder: DecoderStates, decoder_kind: str) -> dict:
@@ -244,18 +247,20 @@ def featurize(rows: list[dict], tokenizer, minilm, decoder: DecoderStates, decod
     from security.guardrails.heuristics import scan_heuristics
     from security.guardrails.normalize import normalize
 
-    windows, owner = [], []
+    windows, owner, strong = [], [], []
     for i, row in enumerate(rows):
-        mine = window_texts(row["text"], tokenizer)
+        normalized = normalize(row["text"])  # once per text: its windows and its heuristics read the same
+        mine = window_texts(row["text"], tokenizer, normalized)
         windows += mine
         owner += [i] * len(mine)
+        strong.append(scan_heuristics(normalized).strong)
     started = time.perf_counter()
     m = cached("minilm-" + "-".join(map(str, MINILM_LAYERS)), windows, lambda t: minilm().encode(t, layers=MINILM_LAYERS))
     d = cached(decoder_kind, windows, lambda t: decoder().encode(t))
     print(f"{len(rows)} texts, {len(windows)} windows embedded in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     return {"features": {"minilm": m, "minilm+decoder": np.hstack([m, d]), "decoder": d},
             "owner": np.asarray(owner), "y": np.array([r["label"] for r in rows], np.float64),
-            "strong": np.array([scan_heuristics(normalize(r["text"])).strong for r in rows]),
+            "strong": np.array(strong),
             "groups": [r.get("template") or r.get("group") for r in rows]}
 
 
