@@ -32,9 +32,13 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def build_scanners(candidate_head: Path | None = None) -> dict:
+BASELINE = "jailguard 0.1.2 (third-party baseline)"
+
+
+def build_scanners(candidate_head: Path | None = None, baseline: bool = True) -> dict:
     """The scanners compared, built once: heuristics alone, the shipped scanner, its head on a float32
-    encoder and, given `candidate_head`, a retrained head on the shipped int8 encoder."""
+    encoder, given `candidate_head` a retrained head on the shipped int8 encoder, and with `baseline`
+    the detector a user might pick instead (jailguard: an MLP over the same MiniLM's embeddings)."""
     import torch
 
     # One thread per scan: the ingress scans requests concurrently, one per worker thread, and on
@@ -58,7 +62,15 @@ def build_scanners(candidate_head: Path | None = None) -> dict:
         "heuristics+classifier, float32 encoder": PromptScanner(
             shipped, EmbeddingHeadClassifier(SentenceEncoder(quantization="none"))),
         **candidate,
+        **({BASELINE: _baseline()} if baseline else {}),
     }
+
+
+def _baseline():
+    from benchmarks.jailguard_baseline import JailguardScanner, prepare_model_dir
+
+    # Its model is the bundled MiniLM exported to ONNX here, once: jailguard's own download is not reachable offline.
+    return JailguardScanner(prepare_model_dir())
 
 
 def injection_benchmark(scanners: dict) -> dict:
@@ -95,8 +107,8 @@ def injection_benchmark(scanners: dict) -> dict:
             "tpr": sum(f for f, label in flagged if label) / out["attacks"],
             "fpr": sum(f for f, label in flagged if not label) / (len(test) - out["attacks"]),
         }
-    # A candidate head moves its own operating point; compare it with the shipped head at the same FPR.
-    for name in [n for n in out if n.startswith(_CANDIDATE)]:
+    # A candidate head or the baseline sits at its own operating point; compare the shipped head at the same FPR.
+    for name in [n for n in out if n.startswith(_CANDIDATE) or n == BASELINE]:
         tpr, fpr = shipped_tpr_at_fpr(head_scores, out[name]["fpr"])
         out[name]["shipped_at_same_fpr"] = {"tpr": tpr, "fpr": fpr}
     return out
@@ -303,11 +315,12 @@ def scanners_in(injection: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidate-head", type=Path, help="a head from train_classifier.py to score beside the shipped one")
+    parser.add_argument("--no-baseline", action="store_true", help=f"leave out {BASELINE} (~60 ms a prompt: ~11 min a run)")
     args = parser.parse_args(argv)
     if args.candidate_head is not None and not args.candidate_head.is_file():
         parser.error(f"--candidate-head {args.candidate_head}: no such file")
     load_at_start = os.getloadavg()[0]
-    scanners = build_scanners(args.candidate_head)
+    scanners = build_scanners(args.candidate_head, baseline=not args.no_baseline)
     injection = injection_benchmark(scanners)
     from security.guardrails import (corpus_sources_fresh, corpus_sources_labelled, corpus_sources_rag, corpus_sources_tasks,
                                      corpus_sources_third)
@@ -337,9 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {m['tpr']:.1%} | {m['fpr']:.1%} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
     for name, m in injection["other_operating_points"].items():
         print(f"| heuristics+classifier, threshold {m['threshold']:.3f} ({name}) | {m['tpr']:.1%} | {m['fpr']:.1%} | | |")
-    for name in [n for n in injection if n.startswith(_CANDIDATE)]:
+    for name in [n for n in injection if n.startswith(_CANDIDATE) or n == BASELINE]:
         m = injection[name]["shipped_at_same_fpr"]
-        print(f"| heuristics+classifier at the candidate's held-out FPR | {m['tpr']:.1%} | {m['fpr']:.1%} | | |")
+        print(f"| heuristics+classifier at the held-out FPR of {name} | {m['tpr']:.1%} | {m['fpr']:.1%} | | |")
     int8, float32 = injection["heuristics+classifier"], injection["heuristics+classifier, float32 encoder"]
     print(f"\nint8 ONNX Runtime encoder vs torch float32, p50: {float32['p50_ms'] / int8['p50_ms']:.2f}x faster; "
           f"p99: {float32['p99_ms'] / int8['p99_ms']:.2f}x")
