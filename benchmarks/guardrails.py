@@ -1,6 +1,6 @@
 """Guardrail benchmark: injection TPR/FPR on the held-out split, CPU latency, redaction precision/recall.
 
-Run: `python -m benchmarks.guardrails [--candidate-head PATH]` (writes benchmarks/results/guardrails.json,
+Run: `python -m benchmarks.guardrails [--candidate-head PATH] [--no-baseline]` (~20 min; writes benchmarks/results/guardrails.json,
 prints markdown).
 The corpus is generated from templates (security/guardrails/corpus.py): numbers here show how the
 layers separate those families, and overstate accuracy on real-world traffic. The real sets read
