@@ -47,19 +47,18 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from security.guardrails import corpus_sources_third as third
 from security.guardrails.corpus_sources import EXTRA_DIR, read_jsonl, write_jsonl
 from security.guardrails.corpus_sources_fresh import OUT_PATH as FRESH_PATH
-from security.guardrails.corpus_sources_fresh import CORPUS_PATH, _h, _row, build, read_parquet
+from security.guardrails.corpus_sources_fresh import CORPUS_PATH, _h, _row, read_parquet
 from security.guardrails.corpus_sources_tasks import OUT_PATH as TASKS_PATH
-from security.guardrails.corpus_sources_third import OUT_PATH as THIRD_PATH
-from security.guardrails.corpus_sources_third import screen
 
 OUT_PATH = EXTRA_DIR.parent / "labelled_eval.jsonl"  # never under extra/: corpus.py reads extra/*.jsonl into training
 # neuralchemy's `source` values kept, and the labels each may carry (harmbench attacks and wildguard: see above).
 NEURALCHEMY_SOURCES = {"hackaprompt": {1}, "neuralchemy_v1": {0, 1}, "original": {0, 1}, "harmbench_benign": {0}}
 # Per source and label, at most this many rows: S-Labs alone has ten times the others' test rows.
 SOURCE_CAPS = {"slabs": 400}
-DEFAULT_CAP = 10_000
+DEFAULT_CAP = 10_000  # every other source is kept whole: above any split's size
 SPLITS = ("train", "test")
 
 
@@ -97,26 +96,8 @@ def collect(external: Path, split: str) -> list[dict]:
 
 
 def assemble(candidates: list[dict], reference: list[str], seed: int = 13) -> tuple[list[dict], dict]:
-    """Screen (English, MIN_CHARS..MAX_CHARS), decontaminate and cluster (fresh's build), cap per source; (rows, counts)."""
-    screened, skipped = screen(candidates)
-    rows, counts = build(screened, reference, seed, attack_cap=DEFAULT_CAP, benign_cap=DEFAULT_CAP)
-    for key, tally in skipped.items():
-        c = counts.setdefault(key, {"candidates": 0})
-        c["candidates"] = c.get("candidates", 0) + sum(tally.values())
-        c.update(tally)
-    seen: Counter = Counter()
-    kept = []
-    for r in rows:  # build leaves each source in its salted-hash order
-        key = f"{r['source']}/{'attack' if r['label'] else 'benign'}"
-        seen[key] += 1
-        if seen[key] <= SOURCE_CAPS.get(r["source"], DEFAULT_CAP):
-            kept.append(r)
-        else:
-            counts[key]["kept"] -= 1
-            counts[key]["dropped_source_cap"] = counts[key].get("dropped_source_cap", 0) + 1
-    # build calls its own set "fresh"; here that is this set, not fresh_eval.jsonl (which is in the reference).
-    rename = lambda step: step.replace("dropped_fresh_", "dropped_within_set_")
-    return kept, {k: {rename(step): n for step, n in counts[k].items()} for k in sorted(counts)}
+    """The third set's assembly (screen: English, MIN_CHARS..MAX_CHARS; decontaminate and cluster; cap) with SOURCE_CAPS."""
+    return third.assemble(candidates, reference, seed, SOURCE_CAPS, DEFAULT_CAP)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=CORPUS_PATH)
     parser.add_argument("--extra-dir", type=Path, default=EXTRA_DIR)
     parser.add_argument("--eval-set", type=Path, default=OUT_PATH, help="with --split train: the evaluation set it must not repeat")
-    parser.add_argument("--other-sets", type=Path, nargs="*", default=[FRESH_PATH, THIRD_PATH, TASKS_PATH],
+    parser.add_argument("--other-sets", type=Path, nargs="*", default=[FRESH_PATH, third.OUT_PATH, TASKS_PATH],
                         help="the other evaluation sets, which no row may repeat")
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args(argv)

@@ -375,15 +375,17 @@ def screen(rows: list[dict]) -> tuple[list[dict], dict[str, Counter]]:
     return kept, skipped
 
 
-def cap_sources(rows: list[dict], counts: dict, caps: dict[str, int] | None = None) -> list[dict]:
-    """Each source cut to its cap (SOURCE_CAPS, else DEFAULT_CAP) in build's salted-hash order; counts updated in place."""
+def cap_sources(rows: list[dict], counts: dict, caps: dict[str, int] | None = None, default_cap: int | None = None) -> list[dict]:
+    """Each source cut to its cap (`caps`, default SOURCE_CAPS; else `default_cap`, default DEFAULT_CAP) in
+    build's salted-hash order; counts updated in place."""
     caps = SOURCE_CAPS if caps is None else caps
+    default_cap = DEFAULT_CAP if default_cap is None else default_cap
     seen: Counter = Counter()
     out = []
     for r in rows:
         key = f"{r['source']}/{'attack' if r['label'] else 'benign'}"
         seen[key] += 1
-        if seen[key] <= caps.get(r["source"], DEFAULT_CAP):
+        if seen[key] <= caps.get(r["source"], default_cap):
             out.append(r)
         else:
             c = counts[key]
@@ -392,15 +394,19 @@ def cap_sources(rows: list[dict], counts: dict, caps: dict[str, int] | None = No
     return out
 
 
-def assemble(candidates: list[dict], reference: list[str], seed: int = 13) -> tuple[list[dict], dict]:
-    """Screen, decontaminate and cluster (fresh's build), then cap per source; (rows, counts)."""
+def assemble(candidates: list[dict], reference: list[str], seed: int = 13, caps: dict[str, int] | None = None,
+             default_cap: int | None = None) -> tuple[list[dict], dict]:
+    """Screen, decontaminate and cluster (fresh's build), then cap per source (`cap_sources`); (rows, counts).
+
+    With `default_cap`, build's own per-source caps are that too, so only `cap_sources` cuts."""
     screened, skipped = screen(candidates)
-    rows, counts = build(screened, reference, seed)
+    build_caps = {} if default_cap is None else {"attack_cap": default_cap, "benign_cap": default_cap}
+    rows, counts = build(screened, reference, seed, **build_caps)
     for key, tally in skipped.items():
         c = counts.setdefault(key, {"candidates": 0})
         c["candidates"] = c.get("candidates", 0) + sum(tally.values())
         c.update(tally)
-    rows = cap_sources(rows, counts)
+    rows = cap_sources(rows, counts, caps, default_cap)
     # build calls its own set "fresh"; here that is this set, not fresh_eval.jsonl (which is in the reference).
     rename = lambda step: step.replace("dropped_fresh_", "dropped_within_set_")
     return rows, {k: {rename(step): n for step, n in counts[k].items()} for k in sorted(counts)}
