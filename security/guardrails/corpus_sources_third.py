@@ -400,8 +400,7 @@ def assemble(candidates: list[dict], reference: list[str], seed: int = 13, caps:
 
     With `default_cap`, build's own per-source caps are that too, so only `cap_sources` cuts."""
     screened, skipped = screen(candidates)
-    build_caps = {} if default_cap is None else {"attack_cap": default_cap, "benign_cap": default_cap}
-    rows, counts = build(screened, reference, seed, **build_caps)
+    rows, counts = build(screened, reference, seed, attack_cap=default_cap, benign_cap=default_cap)  # None: build's own
     for key, tally in skipped.items():
         c = counts.setdefault(key, {"candidates": 0})
         c["candidates"] = c.get("candidates", 0) + sum(tally.values())
