@@ -92,7 +92,7 @@ def _values_ok(arguments: dict[str, Any], expected: dict[str, Any]) -> bool:
 
 def _generate(lm: Any, prompts: list[str]) -> list[str]:
     from serve_app.generation import BatchDecoder, GenerationRequest, SamplingParams
-    from serve_app.tool_calls import CALL_END
+    from serve_app.function_calling import CALL_END
 
     # What the server does with `parallel_tool_calls: false`: stop at the end of the first call.
     params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0, stop=(CALL_END,))
@@ -107,7 +107,7 @@ def _generate(lm: Any, prompts: list[str]) -> list[str]:
 
 
 def _run_mode(lm: Any, support: Any, mode: str) -> dict[str, Any]:
-    from serve_app.tool_calls import parse_tool_calls, render_chat_prompt
+    from serve_app.function_calling import parse_tool_calls, render_chat_prompt
 
     names = {t["function"]["name"] for t in TOOLS}
     cases = [(q, fn, args) for q, fn, args in CASES] + (
@@ -154,7 +154,7 @@ def run() -> dict[str, Any]:
     from serve_app.config import AppConfig
     from serve_app.loading import load_causal_lm, set_cpu_threads
     from serve_app.model_store import resolve_model
-    from serve_app.tool_calls import TemplateSupport
+    from serve_app.function_calling import TemplateSupport
 
     set_cpu_threads(None)
     cache_dir = Path(AppConfig.model_fields["model_cache_dir"].default_factory())

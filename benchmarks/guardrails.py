@@ -158,7 +158,7 @@ def eval_set_benchmark(scanners: dict, path: Path, registered: tuple[str, ...] =
 
 def _own_template():
     """row -> (its `template`, registered), each template parsed once."""
-    from security.guardrails.templates import PromptTemplate
+    from security.guardrails.prompt_templates import PromptTemplate
 
     parsed: dict[str, PromptTemplate] = {}
 
@@ -173,14 +173,14 @@ def _own_template():
 @lru_cache(maxsize=1)
 def _known() -> tuple:
     """Every shipped known template (`injection.known_templates` with all its libraries), in matching order."""
-    from security.guardrails.templates import compile_templates, known_libraries, known_templates
+    from security.guardrails.prompt_templates import compile_templates, known_libraries, known_templates
 
     return tuple(compile_templates(known_templates(list(known_libraries()))).values())
 
 
 def known_template_matches(texts: list[str]) -> int:
     """How many of `texts` fill a known template (string matching only: no scanner reads them)."""
-    from security.guardrails.templates import split_templates
+    from security.guardrails.prompt_templates import split_templates
 
     return len(split_templates(texts, _known())[1])
 

@@ -40,7 +40,7 @@ def literal_text(template) -> str:
 def rag_parts(scanner, rows: list[dict]) -> dict:
     """Flagged counts per way of reading, for clean fills (`benign`) and attack twins (`attack`)."""
     from benchmarks.guardrails import _own_template
-    from security.guardrails.templates import split_templates
+    from security.guardrails.prompt_templates import split_templates
 
     def flagged(texts: list[str]) -> bool:
         return scanner.scan_texts(texts, "messages").is_injection

@@ -556,7 +556,7 @@ def run_aegis(levels: dict[int, list[str]], max_tokens: int, sentences: list[str
     import ray
     from ray import serve
 
-    from serve_app.app import build_app
+    from deployments.app import build_app
     from serve_app.config import load_app_config
     from serve_app.local_cluster import free_port, start_local_cluster, stop_local_cluster
 

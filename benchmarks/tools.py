@@ -151,7 +151,7 @@ def http_ratios(rows: list[HttpRow]) -> list[HttpRatio]:
 async def _alternate(calls: int, first: Callable[[], Awaitable[Any]],
                      second: Callable[[], Awaitable[Any]]) -> tuple[list[float], list[float]]:
     """Time `first` and `second` alternately, `calls` times each; every result must match."""
-    from deployments.tools.calculator import calculator
+    from serve_app.agent_tools.calculator import calculator
 
     expected = calculator(EXPRESSION)
     samples: tuple[list[float], list[float]] = ([], [])
@@ -167,10 +167,10 @@ async def _alternate(calls: int, first: Callable[[], Awaitable[Any]],
 
 async def local_rows(calls: int) -> list[InProcessRow]:
     """The direct call (ceiling) and `spec.invoke`, no Ray."""
-    from deployments.tools.calculator import calculator
-    from deployments.tools.spec import load_tool
+    from serve_app.agent_tools.calculator import calculator
+    from serve_app.agent_tools.spec import load_tool
 
-    spec = load_tool("deployments.tools.calculator:calculator")
+    spec = load_tool("serve_app.agent_tools.calculator:calculator")
 
     async def direct() -> Any:
         return calculator(EXPRESSION)
@@ -188,7 +188,7 @@ class _BareActor:
     """What a Ray user would write: an actor whose method calls the function."""
 
     def call(self, expression: str) -> Any:
-        from deployments.tools.calculator import calculator
+        from serve_app.agent_tools.calculator import calculator
 
         return calculator(expression)
 
@@ -197,11 +197,11 @@ async def ray_rows(calls: int) -> list[InProcessRow]:
     """A bare Ray actor and Aegis's ToolPool, alternating (Ray must be initialised)."""
     import ray
 
-    from deployments.tools.pool import ToolPool
-    from deployments.tools.spec import load_tool
+    from deployments.tool_pool import ToolPool
+    from serve_app.agent_tools.spec import load_tool
 
     actor = ray.remote(num_cpus=POOL["num_cpus"])(_BareActor).remote()
-    pool = ToolPool(load_tool("deployments.tools.calculator:calculator"), POOL)
+    pool = ToolPool(load_tool("serve_app.agent_tools.calculator:calculator"), POOL)
     try:
         await pool.ready()
 
@@ -234,7 +234,7 @@ async def _closed_loop(base_url: str, path: str, body: dict[str, Any],
     """
     import httpx
 
-    from deployments.tools.calculator import calculator
+    from serve_app.agent_tools.calculator import calculator
 
     expected = calculator(EXPRESSION)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -284,7 +284,7 @@ def baseline_app() -> Any:
     """The server a user would write: `uvicorn --factory benchmarks.tools:baseline_app`."""
     from fastapi import FastAPI
 
-    from deployments.tools.calculator import calculator
+    from serve_app.agent_tools.calculator import calculator
 
     app = FastAPI()
 
@@ -347,7 +347,7 @@ def aegis_rows(levels: list[int], calls: int, warm_up: int,
     import httpx
     from ray import serve
 
-    from serve_app.app import build_app
+    from deployments.app import build_app
     from serve_app.local_cluster import free_port
 
     args, http_options = aegis_args(state_dir)

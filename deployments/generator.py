@@ -13,13 +13,13 @@ from typing import Any
 from ray import serve
 
 from serve_app.config import BatchingConfig, ModelConfig
-from serve_app.errors import InvalidRequest, PayloadTooLarge
+from common.errors import InvalidRequest, PayloadTooLarge
 from serve_app.generation import DecodeLoop, GenerationRequest, SamplingParams, StepOutput
 from serve_app.live import LiveUpdates
 from serve_app.loading import load_causal_lm, set_cpu_threads
 from serve_app.metrics import ModelMetrics
 from serve_app.model_store import resolve_model
-from serve_app.tool_calls import TemplateSupport, render_chat_prompt
+from serve_app.function_calling import TemplateSupport, render_chat_prompt
 
 logger = logging.getLogger("ray.serve")
 

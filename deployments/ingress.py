@@ -23,10 +23,11 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deployments.security_pipeline import SecurityGuard, bootstrap_admin_key, build_guard, strings_in
+from deployments.store_actor import open_store
+from serve_app.security_guard import SecurityGuard, bootstrap_admin_key, build_guard, strings_in
 from security.settings import LIVE_SECURITY_FIELDS, SecuritySettings, live_security_fields
 from serve_app.config import AppConfig, ingress_live_policy
-from serve_app.errors import (
+from common.errors import (
     AegisError, InvalidRequest, NotFound, Overloaded, PayloadTooLarge, find_aegis_error)
 from serve_app.live import LiveUpdates
 from serve_app.metrics import security_event
@@ -34,8 +35,8 @@ from serve_app.pipeline import RequestContext, RequestLimits, RequestPipeline
 from serve_app.protocol import (
     ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelCard, ModelList)
 from serve_app.serving import collect, embeddings_response, stream_sse
-from serve_app.tool_calls import ToolPlan, plan_tool_calls, template_messages
-from serve_app.tool_serving import (
+from serve_app.function_calling import ToolPlan, plan_tool_calls, template_messages
+from serve_app.agent_tools.api import (
     DocumentsAddRequest, ToolInvokeRequest, WorkflowRunRequest, arguments_digest, scope_arguments,
     tenant_namespace, unscope_result)
 from serve_app.workflows import WorkflowRunner
@@ -258,7 +259,7 @@ class Ingress:
         self._workflows = self._cfg.load_workflows()
         settings = self._cfg.security_settings()
         # Loads the injection classifier: off the event loop so the replica stays responsive.
-        self._guard: SecurityGuard = await asyncio.to_thread(build_guard, settings)
+        self._guard: SecurityGuard = await asyncio.to_thread(build_guard, settings, open_store(settings))
         self._guard.layer.counters.add_listener(security_event)
         self._guard.layer.policy.set_model_aliases(
             {alias: m.name for m in self._cfg.models for alias in m.aliases})

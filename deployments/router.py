@@ -9,11 +9,11 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.errors import InvalidRequest, ModelNotFound, find_aegis_error
+from common.errors import InvalidRequest, ModelNotFound, find_aegis_error
 from serve_app.pipeline import FilterChain, RequestContext
 from serve_app.protocol import ChatCompletionRequest, new_id
 from serve_app.serving import collect
-from serve_app.tool_calls import template_messages
+from serve_app.function_calling import template_messages
 
 logger = logging.getLogger("ray.serve")
 

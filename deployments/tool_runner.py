@@ -2,7 +2,7 @@
 
 The ingress decides who may call what (RBAC, tenant namespaces, output scanning); this
 deployment only runs calls. Each tool's actors have their own CPUs, concurrency limit, timeout
-and restarts (`deployments.tools.pool`), so a slow or hostile tool cannot starve a model replica.
+and restarts (`deployments.tool_pool`), so a slow or hostile tool cannot starve a model replica.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.tools.pool import ToolPool
-from deployments.tools.spec import load_tool
+from deployments.tool_pool import ToolPool
+from serve_app.agent_tools.spec import load_tool
 from serve_app.config import ToolConfig
-from serve_app.errors import AegisError, NotFound
+from common.errors import AegisError, NotFound
 from serve_app.live import LiveUpdates
 from serve_app.metrics import tool_call
 

@@ -9,7 +9,7 @@ Wiring for the ingress (one `SecurityLayer` per replica, built in `__init__`, ne
     if settings.auth.bootstrap_admin_key and (made := await sec.keys.bootstrap_admin()):
         print once: made[1]                                   # only the hash is stored
 
-Per request, in order (each raises an `serve_app.errors.AegisError` with its status):
+Per request, in order (each raises an `common.errors.AegisError` with its status):
 
     sec.input_limits.check_body(len(raw_body))                        # 413
     identity = await sec.authenticator.authenticate(request.headers.get("authorization"))  # 401/503

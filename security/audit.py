@@ -13,7 +13,7 @@ from typing import Protocol
 
 from security.counters import Counters
 from security.settings import FailMode
-from serve_app.errors import Overloaded
+from common.errors import Overloaded
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from security.identity import Identity
 from security.keys import KEY_PREFIX, KeyStore
 from security.oidc import OIDCVerifier, TokenInvalid
 from security.store.base import StoreUnavailable
-from serve_app.errors import AuthenticationFailed, Overloaded
+from common.errors import AuthenticationFailed, Overloaded
 
 log = logging.getLogger(__name__)
 

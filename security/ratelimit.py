@@ -12,7 +12,7 @@ from security.settings import FailMode, LimitSpec, RateLimitSettings
 from security.store.base import SharedStore, StoreUnavailable
 from security.store.embedded import EmbeddedStore
 from security.store.gcra import Bucket, BucketResult
-from serve_app.errors import Overloaded, RateLimited
+from common.errors import Overloaded, RateLimited
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import fnmatch
 
 from security.identity import Identity
 from security.settings import RBACSettings
-from serve_app.errors import PermissionDenied
+from common.errors import PermissionDenied
 
 
 class Policy:

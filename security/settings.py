@@ -11,7 +11,7 @@ from typing import Literal, get_origin
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from security.guardrails.templates import compile_templates, known_libraries, known_templates
+from security.guardrails.prompt_templates import compile_templates, known_libraries, known_templates
 
 FailMode = Literal["open", "closed"]
 InjectionAction = Literal["block", "flag", "off"]
@@ -353,11 +353,11 @@ def load_security_settings(**overrides: object) -> SecuritySettings:
     """Build settings from the environment plus overrides, raising ConfigError that names the field.
 
     Raises:
-        serve_app.errors.ConfigError: when any field is invalid.
+        common.errors.ConfigError: when any field is invalid.
     """
     from pydantic import ValidationError
 
-    from serve_app.errors import ConfigError
+    from common.errors import ConfigError
 
     try:
         return SecuritySettings(**overrides)

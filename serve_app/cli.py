@@ -27,7 +27,10 @@ from typing import Any
 
 import yaml
 
-from serve_app.errors import ConfigError
+from common.errors import ConfigError
+
+# The composition root, as `applications[].import_path` names it in a Serve config.
+AEGIS_IMPORT_PATH = "deployments.app:build_app"
 
 DEFAULT_CONFIG = "cluster/serve_config.yaml"
 
@@ -93,13 +96,18 @@ def check_config(path: Path) -> list[str]:
     names = []
     for index, app in enumerate(config["applications"]):
         name = app.get("name", f"#{index}")
-        if str(app.get("import_path", "")).startswith("serve_app."):
+        if _is_aegis(app):
             try:
                 _check_overrides(load_app_config(app.get("args")), app.get("deployments") or [])
             except ConfigError as exc:
                 raise ConfigError(f"{path}: application {name!r}: {exc}") from None
         names.append(name)
     return names
+
+
+def _is_aegis(app: dict[str, Any]) -> bool:
+    """Whether a Serve config application is built by Aegis's `build_app`."""
+    return str(app.get("import_path", "")).startswith(f"{AEGIS_IMPORT_PATH.split(':')[0]}:")
 
 
 def _check_overrides(config: Any, overrides: list) -> None:
@@ -140,7 +148,7 @@ def _check_tool_knobs(config: Any, live: Any, where: str) -> None:
     """The ToolRunner's `{tool: {timeout_s, cancel_grace_s, max_queued_calls}}`, as `ToolPool.tuned` reads it."""
     from pydantic import ValidationError
 
-    from deployments.tools.pool import ToolPoolConfig, tune_pool_config
+    from serve_app.agent_tools.pool_config import ToolPoolConfig, tune_pool_config
     from serve_app.config import format_validation_error
 
     if not isinstance(live, dict) or set(live) - set(config.tools):
@@ -244,7 +252,7 @@ def _security_settings(config_path: Path) -> Any:
 
     config = yaml.safe_load(config_path.read_text())
     for app in config["applications"]:
-        if str(app.get("import_path", "")).startswith("serve_app."):
+        if _is_aegis(app):
             return load_app_config(app.get("args")).security_settings()
     from security.settings import load_security_settings
 
@@ -252,7 +260,7 @@ def _security_settings(config_path: Path) -> Any:
 
 
 def _print_ready(base_url: str, dashboard_url: str, metrics_port: int, security: Any) -> None:
-    from deployments.security_pipeline import take_bootstrap_key
+    from serve_app.security_guard import take_bootstrap_key
 
     body = json.dumps({"model": "smollm2-135m-instruct",
                        "messages": [{"role": "user", "content": "What is the capital of France?"}],

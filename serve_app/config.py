@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from security.settings import default_model_cache_dir
-from serve_app.errors import ConfigError
+from common.errors import ConfigError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
@@ -176,7 +176,7 @@ class LimitsConfig(_Strict):
 class ToolConfig(_Strict):
     """One agent tool: a callable or class by import path (or a built-in's name), run in its own actors.
 
-    `pool` holds the actors' resources and limits (`deployments.tools.pool.ToolPoolConfig`:
+    `pool` holds the actors' resources and limits (`serve_app.agent_tools.pool_config.ToolPoolConfig`:
     num_cpus, num_gpus, memory_bytes, pool_size, max_concurrency, max_queued_calls, timeout_s,
     cancel_grace_s, max_restarts), validated at start-up.
     """
@@ -190,7 +190,7 @@ class ToolConfig(_Strict):
     @field_validator("pool")
     @classmethod
     def _valid_pool(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from deployments.tools.pool import ToolPoolConfig
+        from serve_app.agent_tools.pool_config import ToolPoolConfig
 
         try:
             ToolPoolConfig.model_validate(value)
@@ -199,7 +199,7 @@ class ToolConfig(_Strict):
         return value
 
     def import_path(self) -> str:
-        from deployments.tools.builtins import BUILTIN_TOOLS
+        from serve_app.agent_tools.builtins import BUILTIN_TOOLS
 
         return BUILTIN_TOOLS.get(self.path, self.path)
 
@@ -231,12 +231,12 @@ class AppConfig(_Strict):
     @field_validator("tools")
     @classmethod
     def _valid_tools(cls, value: dict[str, ToolConfig]) -> dict[str, ToolConfig]:
-        from deployments.tools.spec import load_tool
+        from serve_app.agent_tools.spec import load_tool
 
         for name, tool in value.items():
             if not re.match(r"^[A-Za-z0-9_-]{1,64}$", name):
                 raise ValueError(f"tool name must match ^[A-Za-z0-9_-]{{1,64}}$, got {name!r}")
-            from deployments.tools.builtins import BUILTIN_TOOLS
+            from serve_app.agent_tools.builtins import BUILTIN_TOOLS
 
             if ":" not in tool.path and tool.path not in BUILTIN_TOOLS:
                 raise ValueError(f"{name}.path: {tool.path!r} is neither a built-in tool "

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from serve_app.errors import ConfigError
+from common.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

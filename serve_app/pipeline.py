@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from serve_app.config import LimitsConfig
-from serve_app.errors import InvalidRequest, PayloadTooLarge
+from common.errors import InvalidRequest, PayloadTooLarge
 
 
 @dataclass

@@ -133,7 +133,7 @@ class ChatMessage(_Request):
 class ChatCompletionRequest(_SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    # Function calling (serve_app.tool_calls). `tools` is declared before `tool_choice` so that
+    # Function calling (serve_app.function_calling). `tools` is declared before `tool_choice` so that
     # the latter's validator sees it; without tools, tool_choice is refused as OpenAI does.
     tools: list[ToolDefinition] | None = Field(None, min_length=1, max_length=_MAX_TOOLS)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None

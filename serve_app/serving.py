@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from serve_app.errors import AegisError, find_aegis_error
+from common.errors import AegisError, find_aegis_error
 from serve_app.pipeline import FilterChain, RequestContext
 from serve_app.protocol import new_id
-from serve_app.tool_calls import ParsedOutput, ToolPlan, parse_tool_calls
+from serve_app.function_calling import ParsedOutput, ToolPlan, parse_tool_calls
 
 Kind = Literal["chat", "completion"]
 

@@ -41,7 +41,7 @@ from pydantic import (
     model_validator,
 )
 
-from serve_app.errors import (
+from common.errors import (
     AegisError,
     ConfigError,
     InvalidArguments,

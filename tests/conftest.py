@@ -142,7 +142,7 @@ def default_app(serve_http: str, default_state_dir) -> str:
     """The default application (real SmolLM2 and MiniLM, security on) deployed once; its base URL."""
     from ray import serve
 
-    from serve_app.app import build_app
+    from deployments.app import build_app
 
     args = with_rag_template(with_local_tools(with_state_dir(default_app_args(), default_state_dir), default_state_dir))
     serve.run(build_app(args), name="aegis", route_prefix="/")

@@ -5,13 +5,13 @@
     ├── SubmissionError     Ray refused or failed a job submission
     └── UnknownJob          no pending or submitted job has that id
 
-Configuration errors use `serve_app.errors.ConfigError` (a ValueError naming the field), shared
+Configuration errors use `common.errors.ConfigError` (a ValueError naming the field), shared
 with the serving side so every entry point reports bad settings the same way.
 """
 
 from __future__ import annotations
 
-from serve_app.errors import ConfigError
+from common.errors import ConfigError
 
 __all__ = ["TrainingError", "CarbonDataError", "SubmissionError", "UnknownJob", "ConfigError"]
 

@@ -67,7 +67,7 @@ from security.guardrails.corpus_sources_fresh import OUT_PATH as FRESH_PATH
 from security.guardrails.corpus_sources_fresh import NearDuplicateIndex
 from security.guardrails.corpus_sources_third import OUT_PATH as THIRD_PATH
 from security.guardrails.known_templates import string_value
-from security.guardrails.templates import library_template
+from security.guardrails.prompt_templates import library_template
 
 OUT_PATH = DATA_DIR / "rag_templates.jsonl"
 SOURCE = "rag_templates"

@@ -36,7 +36,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from security.guardrails.templates import KNOWN_TEMPLATES_PATH, PromptTemplate, TemplateError, library_template
+from security.guardrails.prompt_templates import KNOWN_TEMPLATES_PATH, PromptTemplate, TemplateError, library_template
 
 _LOG_CALLS = {"debug", "info", "warning", "warn", "error", "exception", "critical"}
 

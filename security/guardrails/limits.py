@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from security.settings import InputLimitSettings
-from serve_app.errors import PayloadTooLarge
+from common.errors import PayloadTooLarge
 
 
 def estimate_tokens(text: str) -> int:

@@ -8,9 +8,9 @@ from typing import Iterable, Literal, Sequence
 from security.guardrails.classifier import EmbeddingHeadClassifier, HFSequenceClassifier, InjectionClassifier, SentenceEncoder
 from security.guardrails.heuristics import scan_heuristics
 from security.guardrails.normalize import normalize
-from security.guardrails.templates import PromptTemplate, compile_templates, split_templates
+from security.guardrails.prompt_templates import PromptTemplate, compile_templates, split_templates
 from security.settings import InjectionAction, InjectionSettings
-from serve_app.errors import ContentBlocked, PayloadTooLarge
+from common.errors import ContentBlocked, PayloadTooLarge
 
 # Roles whose content an attacker controls: the user, and tool/function results (indirect
 # injection arrives through retrieved documents). System and assistant turns are the caller's own.

@@ -10,7 +10,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from ray import serve
 
-from serve_app.app import build_app
+from deployments.app import build_app
 from tests.conftest import create_key, with_state_dir
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from deployments.security_pipeline import BOOTSTRAP_KEY_FILE, take_bootstrap_key
+from serve_app.security_guard import BOOTSTRAP_KEY_FILE, take_bootstrap_key
 from security import load_security_settings
 from tests.conftest import RAG_TEMPLATE, prometheus_text
 from tests.e2e.audit_log import audit as _audit

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from ray import serve
 
-from serve_app.app import build_app
+from deployments.app import build_app
 from serve_app.config import ModelConfig
 from tests.conftest import create_key, with_state_dir
 

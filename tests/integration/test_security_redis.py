@@ -16,7 +16,7 @@ from security.store.base import StoreUnavailable
 from security.store.embedded import EmbeddedStore
 from security.store.gcra import Bucket
 from security.store.redis_store import RedisStore
-from serve_app.errors import Overloaded, RateLimited
+from common.errors import Overloaded, RateLimited
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 DEAD_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1

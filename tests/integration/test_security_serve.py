@@ -12,7 +12,7 @@ import httpx
 import pytest
 from ray import serve
 
-from serve_app.app import build_app
+from deployments.app import build_app
 from tests.conftest import create_key, prometheus_text, with_state_dir
 from tests.unit.test_security_auth import ISSUER, JWKSServer, _jwk, _rsa, _token
 
@@ -109,7 +109,7 @@ def declare(serve_http, ray_session):
         previous = serve.status().applications.get(name)
         client.deploy_applications({
             "http_options": {"host": host, "port": int(port)},
-            "applications": [{"name": name, "route_prefix": f"/{name}", "import_path": "serve_app.app:build_app",
+            "applications": [{"name": name, "route_prefix": f"/{name}", "import_path": "deployments.app:build_app",
                               "args": args, "deployments": deployments}]})
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:

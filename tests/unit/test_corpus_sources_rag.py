@@ -12,7 +12,7 @@ from security.guardrails import corpus_documents as D
 from security.guardrails import corpus_sources_rag as rag
 from security.guardrails.corpus import CORPUS_PATH, extra_split
 from security.guardrails.corpus_sources import read_jsonl
-from security.guardrails.templates import PromptTemplate, from_llama_index
+from security.guardrails.prompt_templates import PromptTemplate, from_llama_index
 
 QA = ("Context information is below.\n---------------------\n{context_str}\n---------------------\n"
       "Given the context information and not prior knowledge, answer the query.\nQuery: {query_str}\nAnswer: ")

@@ -92,7 +92,7 @@ def test_the_rag_set_is_scanned_again_with_each_row_template_registered(tmp_path
 
 
 def test_known_template_matches_counts_fills_of_library_templates():
-    from security.guardrails.templates import known_libraries, known_templates
+    from security.guardrails.prompt_templates import known_libraries, known_templates
 
     template = known_templates(list(known_libraries()))["llama-index-core:llama_index/core/prompts/chat_prompts.py:34"]
     fill = template.format(context_str="A document.", query_str="A question?")

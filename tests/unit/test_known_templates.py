@@ -14,7 +14,7 @@ from security.guardrails.corpus_sources_rag import DOCUMENT_SLOTS, OUT_PATH as R
 from security.guardrails.heuristics import scan_heuristics
 from security.guardrails.normalize import normalize
 from security.guardrails.scanner import PromptScanner
-from security.guardrails.templates import PromptTemplate, known_libraries, known_templates
+from security.guardrails.prompt_templates import PromptTemplate, known_libraries, known_templates
 from security.settings import InjectionSettings
 
 MODULE = '''

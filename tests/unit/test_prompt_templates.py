@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from security.guardrails.scanner import PromptScanner
-from security.guardrails.templates import PromptTemplate, from_llama_index, split_templates
+from security.guardrails.prompt_templates import PromptTemplate, from_llama_index, split_templates
 from security.settings import InjectionSettings
 
 # A RAG template whose own text trips the heuristics: it tells the model what to ignore.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deployments.router import Router
-from serve_app.errors import InvalidRequest, ModelNotFound
+from common.errors import InvalidRequest, ModelNotFound
 
 MODELS = {
     "chat-a": {"task": "generate", "aliases": ["default", "chat"], "deployment": "Generate-chat-a"},

@@ -18,7 +18,7 @@ from security.oidc import OIDCVerifier, TokenInvalid
 from security.rbac import Policy
 from security.settings import OIDCSettings, RBACSettings, SecuritySettings, load_security_settings
 from security.store.embedded import EmbeddedStore
-from serve_app.errors import AuthenticationFailed, ConfigError, PermissionDenied
+from common.errors import AuthenticationFailed, ConfigError, PermissionDenied
 
 ROLES = frozenset({"admin", "user", "trainer", "readonly"})
 ISSUER = "https://issuer.test/"

@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from security import AuditRecord, EmbeddedStore, build_security, load_security_settings
-from serve_app.errors import AuthenticationFailed, ContentBlocked, PermissionDenied, RateLimited
+from common.errors import AuthenticationFailed, ContentBlocked, PermissionDenied, RateLimited
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ async def test_tenant_model_allow_list_covers_aliases(layer):
 async def test_redis_timeout_reaches_the_client_and_is_validated(tmp_path):
     """`redis_timeout_s` is what the Redis client waits, per operation and per connect."""
     from security import build_store
-    from serve_app.errors import ConfigError
+    from common.errors import ConfigError
 
     settings = load_security_settings(state_dir=str(tmp_path), redis_url="redis://127.0.0.1:6379/15", redis_timeout_s=2.5)
     store = build_store(settings)

@@ -10,7 +10,7 @@ from security.settings import LimitSpec, RateLimitSettings
 from security.store.base import StoreUnavailable
 from security.store.embedded import EmbeddedStore
 from security.store.gcra import Bucket, apply
-from serve_app.errors import Overloaded, RateLimited
+from common.errors import Overloaded, RateLimited
 
 ALICE = Identity("key:a1", "user", "acme", "api_key", "a1")
 

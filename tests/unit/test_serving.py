@@ -7,7 +7,7 @@ import json
 import pytest
 
 from serve_app.config import LimitsConfig
-from serve_app.errors import InvalidRequest, PayloadTooLarge
+from common.errors import InvalidRequest, PayloadTooLarge
 from serve_app.pipeline import FilterChain, RequestContext, RequestLimits, RequestPipeline
 from serve_app.protocol import ChatCompletionRequest, EmbeddingRequest
 from serve_app.serving import collect, embeddings_response, stream_sse

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from deployments.tools.calculator import Calculator, calculator
-from serve_app.errors import ToolError
+from serve_app.agent_tools.calculator import Calculator, calculator
+from common.errors import ToolError
 
 
 @pytest.mark.parametrize("expression, expected", [

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.tools.call_model import CallModel
-from deployments.tools.spec import tool_spec
-from serve_app.errors import InvalidArguments, ModelNotFound, ToolError
+from serve_app.agent_tools.call_model import CallModel
+from serve_app.agent_tools.spec import tool_spec
+from common.errors import InvalidArguments, ModelNotFound, ToolError
 
 
 def _local_completion(lm, served_model="smollm2"):

@@ -12,8 +12,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from deployments.tools.http_fetch import HttpFetch, is_blocked_address
-from serve_app.errors import ToolError
+from serve_app.agent_tools.http_fetch import HttpFetch, is_blocked_address
+from common.errors import ToolError
 
 LOCAL = ["127.0.0.1/32"]  # the explicit exemption that lets a test reach its own server
 

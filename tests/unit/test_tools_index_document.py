@@ -7,8 +7,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from deployments.tools.builtins import IndexDocumentTool, SearchDocumentsTool, split_passages
-from deployments.tools.spec import tool_spec
+from serve_app.agent_tools.builtins import IndexDocumentTool, SearchDocumentsTool, split_passages
+from serve_app.agent_tools.spec import tool_spec
 
 
 class _Remote:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.tools.search_documents import DocumentSearch
-from serve_app.errors import ToolError
+from serve_app.agent_tools.search_documents import DocumentSearch
+from common.errors import ToolError
 
 DOCS = [
     {"id": "ray", "text": "Ray is a framework for scaling Python applications across a cluster.",

@@ -8,8 +8,8 @@ from typing import Annotated
 import pytest
 from pydantic import Field
 
-from deployments.tools.spec import load_tool, tool_spec
-from serve_app.errors import ConfigError, InvalidArguments
+from serve_app.agent_tools.spec import load_tool, tool_spec
+from common.errors import ConfigError, InvalidArguments
 
 
 def greet(name: str, times: Annotated[int, Field(ge=1, le=3)] = 1, loud: bool = False) -> str:
@@ -91,16 +91,16 @@ def test_spec_survives_pickling_as_actors_receive_it():
 
 
 def test_load_tool_by_import_path():
-    spec = load_tool("deployments.tools.calculator:calculator")
-    assert spec.import_path == "deployments.tools.calculator:calculator"
+    spec = load_tool("serve_app.agent_tools.calculator:calculator")
+    assert spec.import_path == "serve_app.agent_tools.calculator:calculator"
     assert spec.parameters["required"] == ["expression"]
 
 
 @pytest.mark.parametrize("path, message", [
-    ("deployments.tools.calculator", "must look like 'package.module:attribute'"),
+    ("serve_app.agent_tools.calculator", "must look like 'package.module:attribute'"),
     ("no_such_pkg.mod:f", "cannot import module 'no_such_pkg.mod'"),
-    ("deployments.tools.calculator:nope", "has no attribute 'nope'"),
-    ("deployments.tools.calculator:_BINARY", "not a callable"),
+    ("serve_app.agent_tools.calculator:nope", "has no attribute 'nope'"),
+    ("serve_app.agent_tools.calculator:_BINARY", "not a callable"),
 ])
 def test_load_tool_errors_are_clear(path, message):
     with pytest.raises(ConfigError, match=message):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serve_app.errors import (
+from common.errors import (
     ConfigError,
     ContentBlocked,
     InvalidArguments,

@@ -14,10 +14,10 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from deployments.tools.calculator import Calculator
-from deployments.tools.call_model import CallModel
-from deployments.tools.http_fetch import HttpFetch
-from deployments.tools.search_documents import DocumentSearch
+from serve_app.agent_tools.calculator import Calculator
+from serve_app.agent_tools.call_model import CallModel
+from serve_app.agent_tools.http_fetch import HttpFetch
+from serve_app.agent_tools.search_documents import DocumentSearch
 
 __all__ = ["BUILTIN_TOOLS", "Calculator", "CallModelTool", "HttpFetchTool", "IndexDocumentTool",
            "SearchDocumentsTool", "split_passages"]
@@ -138,9 +138,9 @@ class CallModelTool(CallModel):
 
 # Short names usable as a tool's `path` in the Serve config.
 BUILTIN_TOOLS = {
-    "calculator": "deployments.tools.calculator:Calculator",
-    "http_fetch": "deployments.tools.builtins:HttpFetchTool",
-    "search_documents": "deployments.tools.builtins:SearchDocumentsTool",
-    "index_document": "deployments.tools.builtins:IndexDocumentTool",
-    "call_model": "deployments.tools.builtins:CallModelTool",
+    "calculator": "serve_app.agent_tools.calculator:Calculator",
+    "http_fetch": "serve_app.agent_tools.builtins:HttpFetchTool",
+    "search_documents": "serve_app.agent_tools.builtins:SearchDocumentsTool",
+    "index_document": "serve_app.agent_tools.builtins:IndexDocumentTool",
+    "call_model": "serve_app.agent_tools.builtins:CallModelTool",
 }

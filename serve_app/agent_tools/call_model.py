@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from serve_app.errors import InvalidArguments, ToolError
+from common.errors import InvalidArguments, ToolError
 
 __all__ = ["CallModel"]
 

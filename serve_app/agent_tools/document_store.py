@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from serve_app.errors import ToolError
+from common.errors import ToolError
 
 __all__ = ["Collection", "Document", "DocumentStore", "FileDocumentStore", "RedisDocumentStore",
            "check_collection_name"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from serve_app.errors import ConfigError, InvalidArguments
+from common.errors import ConfigError, InvalidArguments
 
 __all__ = ["ToolSpec", "load_tool", "tool_spec"]
 

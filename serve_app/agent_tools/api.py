@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.errors import InvalidRequest
+from common.errors import InvalidRequest
 
 __all__ = [
     "DocumentsAddRequest",

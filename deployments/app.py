@@ -1,4 +1,4 @@
-"""Application builder: `import_path: serve_app.app:build_app` in the Serve config."""
+"""Application builder: `import_path: deployments.app:build_app` in the Serve config."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def build_from_config(config: AppConfig) -> Application:
     if config.tools:
         from deployments.tool_runner import ToolRunner
 
-        from deployments.tools.pool import LIVE_POOL_FIELDS
+        from serve_app.agent_tools.pool_config import LIVE_POOL_FIELDS
 
         # Live pool knobs go in user_config (reconfigure, actors keep running); the rest in the
         # constructor arguments, so changing them restarts the tool's actors.

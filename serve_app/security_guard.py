@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from security import AuditRecord, SecurityLayer, SecuritySettings, build_security, estimate_tokens, retune
-from security.store import StoreUnavailable
-from serve_app.errors import ContentBlocked, PayloadTooLarge, RateLimited
+from security.store import SharedStore, StoreUnavailable
+from common.errors import ContentBlocked, PayloadTooLarge, RateLimited
 from serve_app.pipeline import RequestContext
 
 logger = logging.getLogger("ray.serve")
@@ -343,14 +343,12 @@ def _strings_at(value: Any, path: list[str]) -> list[str]:
     return []
 
 
-def build_guard(settings: SecuritySettings) -> SecurityGuard:
-    """The replica's guard: the shared store (Redis or the store actor) and every component.
+def build_guard(settings: SecuritySettings, store: SharedStore) -> SecurityGuard:
+    """The replica's guard over `store` (Redis, or the cluster's store actor) and every component.
 
     Loads the injection classifier: call it from a deployment's constructor, off the event loop.
     """
-    from deployments.store import open_store
-
-    return SecurityGuard(build_security(settings, open_store(settings)))
+    return SecurityGuard(build_security(settings, store))
 
 
 async def bootstrap_admin_key(guard: SecurityGuard) -> Path | None:

@@ -11,14 +11,14 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from deployments.tools.document_store import (
+from serve_app.agent_tools.document_store import (
     Document,
     DocumentStore,
     FileDocumentStore,
     RedisDocumentStore,
     check_collection_name,
 )
-from serve_app.errors import ToolError
+from common.errors import ToolError
 
 __all__ = ["DocumentSearch"]
 

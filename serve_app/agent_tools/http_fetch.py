@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from serve_app.errors import ToolError
+from common.errors import ToolError
 
 __all__ = ["HttpFetch", "HttpFetchSettings", "is_blocked_address", "resolve_host"]
 

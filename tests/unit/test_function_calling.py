@@ -7,11 +7,11 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from deployments.security_pipeline import _texts
+from serve_app.security_guard import _texts
 from serve_app.pipeline import FilterChain, RequestContext
 from serve_app.protocol import ChatCompletionRequest
 from serve_app.serving import collect, stream_sse
-from serve_app.tool_calls import (
+from serve_app.function_calling import (
     TemplateSupport, parse_tool_calls, plan_tool_calls, render_chat_prompt, template_messages)
 
 WEATHER = {"type": "function", "function": {

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from serve_app.errors import ToolError
+from common.errors import ToolError
 
 __all__ = ["Calculator", "calculator"]
 
