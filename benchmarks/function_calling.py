@@ -153,7 +153,7 @@ def run() -> dict[str, Any]:
 
     from serve_app.config import AppConfig
     from serve_app.loading import load_causal_lm, set_cpu_threads
-    from serve_app.model_store import resolve_model
+    from serve_app.model_weights import resolve_model
     from serve_app.function_calling import TemplateSupport
 
     set_cpu_threads(None)

@@ -240,7 +240,7 @@ def ceiling_generation(model_dir: Path, cache_dir: Path, levels: dict[int, list[
                        max_tokens: int) -> dict[int, _LevelRun]:
     """`model.generate` on left-padded batches of size c over each level's prompts, greedy."""
     from serve_app.loading import load_causal_lm
-    from serve_app.model_store import ResolvedModel
+    from serve_app.model_weights import ResolvedModel
 
     loaded = load_causal_lm(ResolvedModel(path=model_dir), device="cpu", dtype="auto",
                             cache_dir=cache_dir)
@@ -287,7 +287,7 @@ def offline_embeddings(sentences: list[str], concurrency: list[int]) -> dict[int
     """`Encoder.embed` on batches of size c, the encoder Aegis's embedding replicas use."""
     from serve_app.embedding import Encoder, read_encoder_settings
     from serve_app.loading import load_encoder
-    from serve_app.model_store import resolve_model
+    from serve_app.model_weights import resolve_model
 
     embed_cfg = _model_args("embed")
     resolved = resolve_model(embed_cfg["source"], cache_dir=_cache_dir())
@@ -802,7 +802,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from serve_app.loading import gguf_to_safetensors
     from serve_app.local_cluster import free_port
-    from serve_app.model_store import resolve_model
+    from serve_app.model_weights import resolve_model
 
     cache_dir = _cache_dir()
     gen_cfg = _model_args("generate")

@@ -16,7 +16,7 @@ from serve_app.embedding import Encoder, EmbeddingResult, read_encoder_settings
 from serve_app.live import LiveUpdates
 from serve_app.loading import load_encoder, set_cpu_threads
 from serve_app.metrics import ModelMetrics
-from serve_app.model_store import resolve_model
+from serve_app.model_weights import resolve_model
 
 logger = logging.getLogger("ray.serve")
 

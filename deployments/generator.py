@@ -18,7 +18,7 @@ from serve_app.generation import DecodeLoop, GenerationRequest, SamplingParams, 
 from serve_app.live import LiveUpdates
 from serve_app.loading import load_causal_lm, set_cpu_threads
 from serve_app.metrics import ModelMetrics
-from serve_app.model_store import resolve_model
+from serve_app.model_weights import resolve_model
 from serve_app.function_calling import TemplateSupport, render_chat_prompt
 
 logger = logging.getLogger("ray.serve")

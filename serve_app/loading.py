@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serve_app.model_store import ResolvedModel
+from serve_app.model_weights import ResolvedModel
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from safetensors.torch import save as st_save
 from training.carbon_gate import CarbonGate
 from training.checkpoint import Checkpoint, CheckpointDir
 from training.fl_config import FlRunConfig
-from training.model_store import open_store, save_model
+from training.model_export import open_store, save_model
 from training.strategies import (
     make_strategy,
     optimizer_state,

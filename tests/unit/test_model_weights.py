@@ -7,7 +7,7 @@ import json
 import pytest
 from safetensors.torch import save_file
 
-from serve_app.model_store import ModelSourceError, resolve_model
+from serve_app.model_weights import ModelSourceError, resolve_model
 
 
 def _safetensors_dir(path):
