@@ -2,7 +2,7 @@
 
 Run: `python -m benchmarks.guardrails [--candidate-head PATH] [--no-baseline]` (~20 min; writes benchmarks/results/guardrails.json,
 prints markdown).
-The corpus is generated from templates (security/guardrails/corpus.py): numbers here show how the
+The corpus is generated from templates (research/guardrails/corpus.py): numbers here show how the
 layers separate those families, and overstate accuracy on real-world traffic. The real sets read
 beside it: fresh and third (real attacks and benign prompts from packages the corpus does not use),
 tasks (real task instructions, benign only: FPR), RAG (real prompt templates, each fill with an
@@ -77,8 +77,8 @@ def injection_benchmark(scanners: dict) -> dict:
     """Scan every held-out example with each scanner."""
     import torch
 
-    from security.guardrails.corpus import CORPUS_PATH
-    from security.guardrails.corpus_sources import read_jsonl
+    from research.guardrails.corpus import CORPUS_PATH
+    from research.guardrails.corpus_sources import read_jsonl
 
     test = [r for r in read_jsonl(CORPUS_PATH) if r["split"] == "test"]
     out: dict = {"examples": len(test), "attacks": sum(r["label"] for r in test), "torch_threads": torch.get_num_threads()}
@@ -141,7 +141,7 @@ def eval_set_benchmark(scanners: dict, path: Path, registered: tuple[str, ...] =
     registered (`injection.templates`), as an application that registers its template gets; those
     named in `known`, with every library of `injection.known_templates` enabled instead.
     """
-    from security.guardrails.corpus_sources import read_jsonl
+    from research.guardrails.corpus_sources import read_jsonl
 
     rows = read_jsonl(path)
     attacks = sum(r["label"] for r in rows)
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = os.getloadavg()[0]
     scanners = build_scanners(args.candidate_head, baseline=not args.no_baseline)
     injection = injection_benchmark(scanners)
-    from security.guardrails import (corpus_sources_fresh, corpus_sources_labelled, corpus_sources_rag, corpus_sources_tasks,
+    from research.guardrails import (corpus_sources_fresh, corpus_sources_labelled, corpus_sources_rag, corpus_sources_tasks,
                                      corpus_sources_third)
 
     # The real sets scanned as sent; the RAG set also with its templates registered, below.
@@ -332,8 +332,8 @@ def main(argv: list[str] | None = None) -> int:
             "rag": eval_set_benchmark(scanners, corpus_sources_rag.OUT_PATH, registered=("heuristics", "heuristics+classifier"),
                                       known=("heuristics+classifier",))}
     # Would enabling every known template change what the other sets' scans read? (string matching only)
-    from security.guardrails.corpus import CORPUS_PATH
-    from security.guardrails.corpus_sources import read_jsonl
+    from research.guardrails.corpus import CORPUS_PATH
+    from research.guardrails.corpus_sources import read_jsonl
 
     held_out = [r["text"] for r in read_jsonl(CORPUS_PATH) if r["split"] == "test"]
     known_matches = {"held_out": known_template_matches(held_out),

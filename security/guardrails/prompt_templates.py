@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
-# The libraries' own templates (built by `python -m security.guardrails.known_templates`).
+# The libraries' own templates (built by `python -m research.guardrails.known_templates`).
 KNOWN_TEMPLATES_PATH = Path(__file__).with_name("data") / "known_templates.json"
 # A template must vouch for this much text, or it would exempt next to nothing while still
 # matching prompts it was never written for.

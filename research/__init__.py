@@ -1,0 +1,1 @@
+"""Research code: never imported by the server."""

@@ -1,0 +1,1 @@
+"""Guardrail research: corpus builders, head training, evaluation sets and the experiment history."""
