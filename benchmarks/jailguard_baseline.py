@@ -22,7 +22,7 @@ DEFAULT_CACHE_DIR = Path(__file__).resolve().parents[1] / ".aegis-cache" / "jail
 # states, as from Hugging Face's onnx/model.onnx of the same model.
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "last_hidden_state"
-_INSTALL_HINT = "pip install 'jailguard==0.1.2' (the project's 'test' extra has it)"
+_INSTALL_HINT = "pip install 'jailguard==0.1.2' (the project's 'research' extra has it)"
 
 
 def prepare_model_dir(cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
