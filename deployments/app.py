@@ -1,4 +1,4 @@
-"""Application builder: `import_path: deployments.app:build_app` in the Serve config."""
+"""The composition root: `import_path: deployments.app:build_app` in the Serve config."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from ray.serve import Application
 
 from serve_app.config import AppConfig, ModelConfig, load_app_config
+from serve_app.model_registry import ModelRegistry
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
@@ -25,7 +26,6 @@ def build_from_config(config: AppConfig) -> Application:
     from deployments.router import Router
 
     handles: dict[str, Application] = {}
-    routes: dict[str, dict[str, Any]] = {}
     for model in config.models:
         deployment_cls = GenerativeModel if model.task == "generate" else EmbeddingModel
         # No explicit `version`: Ray 2.55 deprecates it, ignores it for `serve deploy` (the code
@@ -36,9 +36,10 @@ def build_from_config(config: AppConfig) -> Application:
             user_config=model.batching.model_dump(),
             **_model_options(model),
         ).bind(model.model_dump(mode="json"), config.model_cache_dir)
-        routes[model.name] = {"task": model.task, "aliases": list(model.aliases),
-                              "deployment": model.deployment_name}
 
+    # Client requests go from the ingress straight to the model deployments; the Router is the
+    # one handle that tools and workflows use to reach models by name.
+    routes = ModelRegistry.from_models(config.models).routes
     router = Router.options(**config.router.to_serve_options()).bind(routes, handles)
     tool_runner = None
     if config.tools:

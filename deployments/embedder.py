@@ -17,6 +17,7 @@ from serve_app.live import LiveUpdates
 from serve_app.loading import load_encoder, set_cpu_threads
 from serve_app.metrics import ModelMetrics
 from serve_app.model_weights import resolve_model
+from serve_app.replica_api import EmbedRequest, EmbedResult
 
 logger = logging.getLogger("ray.serve")
 
@@ -67,11 +68,11 @@ class EmbeddingModel:
         return {"name": self._cfg.name, "task": "embed", "device": self._device,
                 "batching": self._batching.model_dump()}
 
-    async def embed(self, texts: list[str]) -> dict[str, Any]:
-        """Embed `texts`; returns {"vectors": [[...]], "prompt_tokens": N}."""
+    async def embed(self, request: EmbedRequest) -> EmbedResult:
+        """Embed `request.texts`, batched with other callers' texts."""
         started = time.monotonic()
         try:
-            result: EmbeddingResult = await self._embed_batch(_Texts(list(texts)))
+            result: EmbeddingResult = await self._embed_batch(_Texts(list(request.texts)))
         except Exception:
             self._metrics.request("embed", "error")
             raise
@@ -79,7 +80,7 @@ class EmbeddingModel:
         self._metrics.tokens(prompt=tokens, generated=0)
         self._metrics.request("embed", "ok")
         self._metrics.latency("embed", time.monotonic() - started)
-        return {"vectors": result.vectors, "prompt_tokens": tokens}
+        return EmbedResult(vectors=result.vectors, prompt_tokens=tokens)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _embed_batch(self, requests: list[_Texts]) -> list[EmbeddingResult]:

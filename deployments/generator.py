@@ -20,6 +20,7 @@ from serve_app.loading import load_causal_lm, set_cpu_threads
 from serve_app.metrics import ModelMetrics
 from serve_app.model_weights import resolve_model
 from serve_app.function_calling import TemplateSupport, render_chat_prompt
+from serve_app.replica_api import GenerateRequest, StreamDelta, StreamEvent, StreamStart
 
 logger = logging.getLogger("ray.serve")
 
@@ -110,26 +111,21 @@ class GenerativeModel:
                 "loaded_at": self._loaded_at, "batching": self._batching.model_dump(),
                 **self._stats}
 
-    async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Stream events for a chat or completion request.
+    async def stream(self, request: GenerateRequest) -> AsyncIterator[StreamEvent]:
+        """Stream a `StreamStart`, then `StreamDelta`s, for a chat or completion request.
 
-        `request` holds `kind` ("chat" or "completion"), `messages` or `prompts`, `n`, the
-        sampling fields and, for chat with tools, `tools` and `tool_choice`. The first event is
-        `{"type": "start", "prompt_tokens": N, "prefill": str}` (`prefill`: the start of a
-        forced tool call written into the assistant turn, which the text continues); then
-        `{"type": "delta", "index", "text", "finish_reason", "completion_tokens"}` events.
         Errors in the request (prompt too long, bad max_tokens) raise before the first event.
         """
         started = time.monotonic()
         prompts, prefill = self._prompts(request)
         params = self._sampling(request)
-        n = int(request.get("n", 1))
+        n = request.n
         pending = [
             _Pending(GenerationRequest(ids, _with_seed(params, choice)), index=p * n + choice)
             for p, ids in enumerate(prompts) for choice in range(n)]
         prompt_tokens = sum(len(ids) for ids in prompts)
         self._metrics.tokens(prompt=prompt_tokens, generated=0)
-        yield {"type": "start", "prompt_tokens": prompt_tokens, "prefill": prefill}
+        yield StreamStart(prompt_tokens=prompt_tokens, prefill=prefill)
 
         queue: asyncio.Queue[tuple[int, StepOutput | BaseException | None]] = asyncio.Queue()
         tasks = [asyncio.create_task(self._pump(item, queue)) for item in pending]
@@ -148,9 +144,8 @@ class GenerativeModel:
                     self._metrics.first_token(first_token_at - started)
                 if item.finish_reason is not None:
                     generated += item.completion_tokens
-                yield {"type": "delta", "index": index, "text": item.text,
-                       "finish_reason": item.finish_reason,
-                       "completion_tokens": item.completion_tokens}
+                yield StreamDelta(index=index, text=item.text, finish_reason=item.finish_reason,
+                                  completion_tokens=item.completion_tokens)
             outcome = "ok"
         except (asyncio.CancelledError, GeneratorExit):
             outcome = "cancelled"
@@ -165,7 +160,7 @@ class GenerativeModel:
             self._metrics.request("generate", outcome)
             self._metrics.latency("generate", time.monotonic() - started)
 
-    async def count_tokens(self, request: dict[str, Any]) -> int:
+    async def count_tokens(self, request: GenerateRequest) -> int:
         return sum(len(ids) for ids in self._prompts(request)[0])
 
     # -- batching ------------------------------------------------------------------------------
@@ -259,22 +254,23 @@ class GenerativeModel:
 
     # -- request shaping -----------------------------------------------------------------------
 
-    def _prompts(self, request: dict[str, Any]) -> tuple[list[list[int]], str]:
+    def _prompts(self, request: GenerateRequest) -> tuple[list[list[int]], str]:
         """The token ids of each prompt, and the prefill the chat prompt ends with ("" if none)."""
         prefill = ""
-        if request["kind"] == "chat":
+        if request.kind == "chat":
             text, prefill = render_chat_prompt(
-                self._tokenizer, request["messages"], tools=request.get("tools"),
-                tool_choice=request.get("tool_choice", "auto"), support=self._template)
+                self._tokenizer, list(request.messages),
+                tools=list(request.tools) if request.tools is not None else None,
+                tool_choice=request.tool_choice, support=self._template)
             prompts = [self._encode(text)]
         else:
-            prompts = [self._encode(text) for text in request["prompts"]]
+            prompts = [self._encode(text) for text in request.prompts]
         for ids in prompts:
             if len(ids) > self._cfg.max_prompt_tokens:
                 raise PayloadTooLarge(
                     f"prompt is {len(ids)} tokens; this model accepts at most "
-                    f"{self._cfg.max_prompt_tokens}", param="messages"
-                    if request["kind"] == "chat" else "prompt", code="prompt_too_long")
+                    f"{self._cfg.max_prompt_tokens}", param=request.prompt_param,
+                    code="prompt_too_long")
             if not ids:
                 raise InvalidRequest("prompt must not be empty", param="prompt")
         return prompts, prefill
@@ -283,15 +279,15 @@ class GenerativeModel:
         # The chat template already holds the special tokens; plain prompts get none added.
         return self._tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _sampling(self, request: dict[str, Any]) -> SamplingParams:
-        max_tokens = request.get("max_tokens") or self._cfg.default_max_tokens
+    def _sampling(self, request: GenerateRequest) -> SamplingParams:
+        sampling = request.sampling
+        max_tokens = sampling.max_tokens or self._cfg.default_max_tokens
         if max_tokens > self._cfg.max_tokens_limit:
             raise InvalidRequest(
                 f"max_tokens must be <= {self._cfg.max_tokens_limit} for model "
                 f"{self._cfg.name}, got {max_tokens}", param="max_tokens")
-        return SamplingParams(max_tokens=max_tokens, temperature=request.get("temperature", 1.0),
-                              top_p=request.get("top_p", 1.0), seed=request.get("seed"),
-                              stop=tuple(request.get("stop") or ()))
+        return SamplingParams(max_tokens=max_tokens, temperature=sampling.temperature,
+                              top_p=sampling.top_p, seed=sampling.seed, stop=sampling.stop)
 
 
 def _with_seed(params: SamplingParams, choice: int) -> SamplingParams:

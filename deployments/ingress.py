@@ -1,9 +1,10 @@
 """The HTTP ingress: OpenAI-compatible routes under @serve.ingress, thin by design.
 
-Each route validates its body into a `protocol` model, runs the request pipeline (checks),
-asks the router which deployment serves the model, calls it, and shapes the answer with
-`serving` (passing text through the pipeline's filters). Every error leaves as the OpenAI
-envelope via the exception handlers at the bottom of this module.
+Every route runs inside `_exchange` (context, pipeline checks, then the finishers and the
+response headers), validates its body into a `protocol` model, resolves `model` to its
+deployment itself (`ModelRegistry`: no routing hop) and sends the replica one typed request
+(`replica_api`). `serving` shapes the answer, passing text through the pipeline's filters.
+Errors leave as the OpenAI envelope through the handlers in `http_errors`.
 """
 
 # No `from __future__ import annotations` here: Serve re-wraps route methods and FastAPI then
@@ -11,205 +12,75 @@ envelope via the exception handlers at the bottom of this module.
 
 import asyncio
 import logging
-import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common.errors import AegisError, InvalidRequest, NotFound
+from deployments import http_errors
+from deployments.http_errors import call_handle, new_context
 from deployments.store_actor import open_store
-from serve_app.security_guard import SecurityGuard, bootstrap_admin_key, build_guard, strings_in
 from security.settings import LIVE_SECURITY_FIELDS, SecuritySettings, live_security_fields
-from serve_app.config import AppConfig, ingress_live_policy
-from common.errors import (
-    AegisError, InvalidRequest, NotFound, Overloaded, PayloadTooLarge, find_aegis_error)
-from serve_app.live import LiveUpdates
-from serve_app.metrics import security_event
-from serve_app.pipeline import RequestContext, RequestLimits, RequestPipeline
-from serve_app.protocol import (
-    ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelCard, ModelList)
-from serve_app.serving import collect, embeddings_response, stream_sse
-from serve_app.function_calling import ToolPlan, plan_tool_calls, template_messages
 from serve_app.agent_tools.api import (
     DocumentsAddRequest, ToolInvokeRequest, WorkflowRunRequest, arguments_digest, scope_arguments,
     tenant_namespace, unscope_result)
+from serve_app.config import AppConfig, ingress_live_policy
+from serve_app.function_calling import ToolPlan, plan_tool_calls
+from serve_app.live import LiveUpdates
+from serve_app.metrics import security_event
+from serve_app.model_registry import ModelRegistry
+from serve_app.pipeline import RequestContext, RequestLimits, RequestPipeline
+from serve_app.protocol import (
+    ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelCard, ModelList)
+from serve_app.replica_api import EmbedRequest, GenerateRequest
+from serve_app.security_guard import SecurityGuard, bootstrap_admin_key, build_guard, strings_in
+from serve_app.serving import collect, embeddings_response, stream_sse
 from serve_app.workflows import WorkflowRunner
 
 logger = logging.getLogger("ray.serve")
-
-
-class BodySizeLimit:
-    """ASGI middleware: refuse bodies over `app.state.max_body_bytes` with 413, before parsing.
-
-    Checks Content-Length up front and counts bytes as they arrive, so a chunked upload cannot
-    get past the limit either.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = getattr(scope["app"].state, "max_body_bytes", None) if "app" in scope else None
-        limit = limit or _MAX_BODY_BYTES_DEFAULT
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            error = _too_large(limit)
-            await _finish_error(Request(scope), error)
-            await _send_error(send, error)
-            return
-        seen = 0
-
-        async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _too_large(limit)
-            return message
-
-        await self.app(scope, limited_receive, send)
-
-
-_MAX_BODY_BYTES_DEFAULT = 1_000_000
-
-
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
-
-
-async def _send_error(send: Send, exc: AegisError) -> None:
-    response = _error_response(exc)
-    await send({"type": "http.response.start", "status": response.status_code,
-                "headers": response.raw_headers})
-    await send({"type": "http.response.body", "body": response.body})
-
 
 app = FastAPI(
     title="Aegis",
     description="OpenAI-compatible inference on Ray Serve, secure by default.",
     version="0.1.0",
 )
-app.add_middleware(BodySizeLimit)
+# Before @serve.ingress below, which takes the app as it is at decoration time.
+http_errors.install(app)
 
 
-# -- errors: one envelope for everything. Registered before @serve.ingress below, which takes
-# the app as it is at decoration time.
+class _Exchange:
+    """One request in a route: its context, and how its answer leaves (`reply` or `stream`)."""
 
+    def __init__(self, ctx: RequestContext, pipeline: RequestPipeline) -> None:
+        self.ctx = ctx
+        self._pipeline = pipeline
+        self.streaming = False
 
-def _error_response(exc: AegisError, extra_headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(exc.envelope(), status_code=exc.status_code,
-                        headers={**(extra_headers or {}), **exc.headers})
+    def reply(self, body: Any) -> JSONResponse:
+        return JSONResponse(body, headers=self.ctx.response_headers)
 
+    def stream(self, lines: AsyncIterator[str]) -> StreamingResponse:
+        """An SSE response; the request finishes when its last line is sent (or the client leaves)."""
+        self.streaming = True
+        ctx, pipeline = self.ctx, self._pipeline
 
-def _ctx_headers(request: Request) -> dict[str, str]:
-    ctx = getattr(request.state, "ctx", None)
-    return dict(ctx.response_headers) if ctx is not None else {}
+        async def sse() -> AsyncIterator[str]:
+            try:
+                async for line in lines:
+                    yield line
+            finally:
+                try:
+                    await pipeline.finish(ctx, 200)
+                except AegisError as exc:  # the 200 is already sent; record it in the logs
+                    logger.error("finishing stream %s failed: %s", ctx.request_id, exc.message)
 
-
-def _request_id(request: Request) -> str:
-    try:
-        from ray.serve.context import _get_serve_request_context
-
-        rid = _get_serve_request_context().request_id
-    except Exception:  # outside Serve (unit tests of the app) there is no request context
-        rid = ""
-    return rid or str(uuid.uuid4())
-
-
-def _new_context(request: Request, route: str, body: Any = None) -> RequestContext:
-    ctx = RequestContext(request_id=_request_id(request), route=route, headers=request.headers,
-                         client_host=request.client.host if request.client else None,
-                         model=getattr(body, "model", None), body=body)
-    request.state.ctx = ctx
-    return ctx
-
-
-_UNAUDITED_PATHS = frozenset({"/healthz", "/readyz"})
-
-
-async def _finish_error(request: Request, exc: AegisError) -> None:
-    """Run the pipeline's finishers (the audit record) for a request that ends in an error.
-
-    Errors can come from a check, a model, the body parser (before the route runs, so there is
-    no context yet) or the size middleware; each still gets its one audit record.
-    """
-    pipeline = getattr(request.app.state, "pipeline", None)
-    if pipeline is None or request.url.path in _UNAUDITED_PATHS:
-        return
-    ctx = getattr(request.state, "ctx", None) or _new_context(request, request.url.path)
-    ctx.annotations.setdefault("reason", exc.code or exc.error_type)
-    try:
-        await pipeline.finish(ctx, exc.status_code)
-    except AegisError as audit_error:
-        # The request is refused anyway; a failing audit sink must not change that answer.
-        logger.error("audit of refused request %s failed: %s", ctx.request_id, audit_error.message)
-
-
-@app.exception_handler(AegisError)
-async def _aegis_error(request: Request, exc: AegisError) -> JSONResponse:
-    await _finish_error(request, exc)
-    return _error_response(exc, _ctx_headers(request))
-
-
-@app.exception_handler(RequestValidationError)
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    # FastAPI parses the body before the route (and its checks) runs: authenticate here so an
-    # anonymous caller learns nothing about the API beyond "401".
-    guard = getattr(request.app.state, "guard", None)
-    if guard is not None and getattr(request.state, "ctx", None) is None:
-        ctx = _new_context(request, request.url.path)
-        try:
-            await guard.authenticate(ctx)
-        except AegisError as auth_error:
-            await _finish_error(request, auth_error)
-            return _error_response(auth_error)
-    errors = exc.errors()
-    first = errors[0] if errors else {}
-    if first.get("type") == "json_invalid":
-        err = InvalidRequest("request body is not valid JSON", code="invalid_json")
-    else:
-        location = [str(p) for p in first.get("loc", ()) if p != "body"]
-        param = ".".join(location) or None
-        message = first.get("msg", "invalid request")
-        if first.get("type") == "missing":
-            message = f"missing required field: {param}"
-        elif param:
-            message = f"{param}: {message}"
-        err = InvalidRequest(message, param=param, code="invalid_value")
-    await _finish_error(request, err)
-    return _error_response(err, _ctx_headers(request))
-
-
-@app.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    err: AegisError = (NotFound if exc.status_code == 404 else InvalidRequest)(str(exc.detail))
-    err.status_code = exc.status_code  # e.g. 405 Method Not Allowed keeps its own status
-    await _finish_error(request, err)
-    return _error_response(err, {**_ctx_headers(request), **(exc.headers or {})})
-
-
-@app.exception_handler(Exception)
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    wrapped = find_aegis_error(exc)
-    if wrapped is not None:
-        await _finish_error(request, wrapped)
-        return _error_response(wrapped, _ctx_headers(request))
-    ctx = getattr(request.state, "ctx", None)
-    rid = ctx.request_id if ctx is not None else "unknown"
-    logger.exception("unhandled error in request %s", rid)
-    error = AegisError(f"internal error (request id {rid})")
-    await _finish_error(request, error)
-    return _error_response(error, _ctx_headers(request))
+        return StreamingResponse(sse(), media_type="text/event-stream",
+                                 headers={**ctx.response_headers, "Cache-Control": "no-cache"})
 
 
 def _defaults(parameters: dict[str, Any]) -> dict[str, Any]:
@@ -218,27 +89,10 @@ def _defaults(parameters: dict[str, Any]) -> dict[str, Any]:
             if "default" in prop}
 
 
-async def _prepend(first: dict[str, Any], rest: Any) -> AsyncIterator[dict[str, Any]]:
+async def _prepend(first: Any, rest: Any) -> AsyncIterator[Any]:
     yield first
     async for event in rest:
         yield event
-
-
-async def _call(awaitable: Any) -> Any:
-    """Await a handle call, turning Ray's wrappers and transport errors into Aegis errors."""
-    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-
-    try:
-        return await awaitable
-    except BackPressureError:
-        raise Overloaded("The model is at capacity; retry shortly.", retry_after_s=1.0) from None
-    except DeploymentUnavailableError:
-        raise Overloaded("The model is not available right now.", retry_after_s=5.0) from None
-    except Exception as exc:
-        original = find_aegis_error(exc)
-        if original is None:
-            raise
-        raise original from None
 
 
 # The class comes last: @serve.ingress serializes the routes with the module's globals as they
@@ -246,14 +100,23 @@ async def _call(awaitable: Any) -> Any:
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
 class Ingress:
-    """Front door of the application. Collaborators arrive through the constructor."""
+    """Front door of the application. Collaborators arrive through the constructor.
+
+    Args:
+        router: the Router handle, which workflows use to reach models by name.
+        models: `{deployment name: DeploymentHandle}`, one per model deployment.
+        app_config: the validated `AppConfig`, dumped.
+    """
 
     async def __init__(self, router: DeploymentHandle, models: dict[str, DeploymentHandle],
                        app_config: dict[str, Any], pipeline: RequestPipeline | None = None,
                        tool_runner: DeploymentHandle | None = None) -> None:
         self._cfg = AppConfig.model_validate(app_config)
         self._router = router
+        self._registry = ModelRegistry.from_models(self._cfg.models)
         self._models = models
+        # One streaming handle per model, made once (as Ray Serve LLM's ingress caches them).
+        self._streams = {name: handle.options(stream=True) for name, handle in models.items()}
         self._tool_runner = tool_runner
         self._tools_cache: dict[str, dict[str, Any]] | None = None
         self._workflows = self._cfg.load_workflows()
@@ -261,8 +124,7 @@ class Ingress:
         # Loads the injection classifier: off the event loop so the replica stays responsive.
         self._guard: SecurityGuard = await asyncio.to_thread(build_guard, settings, open_store(settings))
         self._guard.layer.counters.add_listener(security_event)
-        self._guard.layer.policy.set_model_aliases(
-            {alias: m.name for m in self._cfg.models for alias in m.aliases})
+        self._guard.layer.policy.set_model_aliases(self._registry.aliases())
         self._pipeline = pipeline or RequestPipeline(
             checks=[RequestLimits(self._cfg.limits), self._guard],
             filters=[self._guard], finishers=[self._guard])
@@ -307,8 +169,27 @@ class Ingress:
         app.state.max_body_bytes = min(self._cfg.limits.max_body_bytes, settings.input_limits.max_body_bytes)
 
     async def check_health(self) -> None:
-        # The router must answer; a wedged router would make every request hang.
-        await asyncio.wait_for(self._router.list_models.remote(), timeout=10)
+        # Only what a restart of this replica would fix. A model or the shared store being down
+        # is reported per request (503) and by /readyz; restarting the ingress fixes neither.
+        missing = {route.deployment for route in self._registry.routes} - set(self._models)
+        if missing:
+            raise RuntimeError(f"ingress has no handle for {sorted(missing)}")
+
+    @asynccontextmanager
+    async def _exchange(self, request: Request, route: str, body: Any = None,
+                        **annotations: Any) -> AsyncIterator[_Exchange]:
+        """Every route's frame: context, then the checks; on success, the finishers (audit).
+
+        An error inside skips the finishers here: the exception handlers run them with the
+        error's status.
+        """
+        ctx = new_context(request, route, body)
+        ctx.annotations.update(annotations)
+        await self._pipeline.before(ctx)
+        exchange = _Exchange(ctx, self._pipeline)
+        yield exchange
+        if not exchange.streaming:
+            await self._pipeline.finish(ctx, 200)
 
     # -- routes ----------------------------------------------------------------------------------
 
@@ -320,7 +201,18 @@ class Ingress:
     @app.get("/readyz")
     async def readyz(self) -> JSONResponse:
         """Every configured model is loaded and answering."""
-        states = await self._router.readiness.remote(self._cfg.limits.ready_timeout_s)
+        timeout_s = self._cfg.limits.ready_timeout_s
+
+        async def probe(name: str, deployment: str) -> tuple[str, str]:
+            try:
+                await asyncio.wait_for(self._models[deployment].info.remote(), timeout=timeout_s)
+                return name, "ready"
+            except asyncio.TimeoutError:
+                return name, f"no answer within {timeout_s:.0f}s"
+            except Exception as exc:  # any failure means not ready; the reason is for operators
+                return name, f"{type(exc).__name__}"
+
+        states = dict(await asyncio.gather(*(probe(r.name, r.deployment) for r in self._registry.routes)))
         ready = all(state == "ready" for state in states.values())
         return JSONResponse({"status": "ready" if ready else "not_ready", "models": states},
                             status_code=200 if ready else 503)
@@ -329,148 +221,116 @@ class Ingress:
     async def security_policy(self, request: Request) -> Any:
         """The live security policy this replica enforces (admin): what `serve status` cannot say
         after a refused update. Each replica answers for itself."""
-        ctx = self._context(request, "/admin/security/policy")
-        await self._pipeline.before(ctx)
-        layer = self._guard.layer
-        body = {"replica": serve.get_replica_context().replica_id.unique_id,
-                "policy_version": layer.policy_version,
-                "live": layer.settings.model_dump(mode="json", include=live_security_fields()),
-                "last_refused_update": self._live.last_refused}
-        await self._pipeline.finish(ctx, 200)
-        return JSONResponse(body, headers=ctx.response_headers)
+        async with self._exchange(request, "/admin/security/policy") as ex:
+            layer = self._guard.layer
+            return ex.reply({"replica": serve.get_replica_context().replica_id.unique_id,
+                             "policy_version": layer.policy_version,
+                             "live": layer.settings.model_dump(mode="json", include=live_security_fields()),
+                             "last_refused_update": self._live.last_refused})
 
     @app.get("/v1/models", response_model=ModelList)
     async def list_models(self, request: Request) -> Any:
-        ctx = self._context(request, "/v1/models")
-        await self._pipeline.before(ctx)
-        models = await self._router.list_models.remote()
-        ids = self._guard.visible_models(ctx, [m["id"] for m in models])
-        await self._pipeline.finish(ctx, 200)
-        return JSONResponse(ModelList(data=[ModelCard(id=i) for i in ids]).model_dump(),
-                            headers=ctx.response_headers)
+        async with self._exchange(request, "/v1/models") as ex:
+            ids = self._guard.visible_models(ex.ctx, [m["id"] for m in self._registry.listed()])
+            return ex.reply(ModelList(data=[ModelCard(id=i) for i in ids]).model_dump())
 
     @app.post("/v1/chat/completions")
     async def chat_completions(self, body: ChatCompletionRequest, request: Request) -> Any:
         tools = plan_tool_calls(body.tools, body.tool_choice, body.parallel_tool_calls)
-
-        def payload() -> dict[str, Any]:
-            fields = {"kind": "chat", "n": body.n, **body.sampling(),
-                      "messages": template_messages(body.messages)}
-            if tools is not None:
-                fields.update(tools.payload(), stop=fields["stop"] + tools.stop())
-            return fields
-
-        return await self._generate(request, "/v1/chat/completions", body, payload, n=body.n,
-                                    tools=tools)
+        async with self._exchange(request, "/v1/chat/completions", body) as ex:
+            # Built after the checks: input redaction may have rewritten the body.
+            return await self._generate(ex, body, GenerateRequest.chat(body, tools), tools)
 
     @app.post("/v1/completions")
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
         if body.echo:
             raise InvalidRequest("echo is not supported", param="echo")
-
-        def payload() -> dict[str, Any]:
-            return {"kind": "completion", "n": body.n, **body.sampling(), "prompts": body.prompts()}
-
-        return await self._generate(request, "/v1/completions", body, payload,
-                                    n=body.n * len(body.prompts()))
+        async with self._exchange(request, "/v1/completions", body) as ex:
+            return await self._generate(ex, body, GenerateRequest.completion(body))
 
     @app.post("/v1/embeddings")
     async def embeddings(self, body: EmbeddingRequest, request: Request) -> Any:
-        ctx = self._context(request, "/v1/embeddings", body)
-        await self._pipeline.before(ctx)
-        if body.dimensions is not None:
-            raise InvalidRequest("dimensions is not supported by this model", param="dimensions")
-        deployment = await _call(self._router.resolve.remote(body.model, "embed"))
-        result = await _call(self._models[deployment].embed.remote(body.inputs()))
-        ctx.prompt_tokens = result["prompt_tokens"]
-        response = embeddings_response(result["vectors"], model=body.model,
-                                       prompt_tokens=result["prompt_tokens"],
-                                       encoding_format=body.encoding_format)
-        await self._pipeline.finish(ctx, 200)
-        return JSONResponse(response, headers=ctx.response_headers)
+        async with self._exchange(request, "/v1/embeddings", body) as ex:
+            if body.dimensions is not None:
+                raise InvalidRequest("dimensions is not supported by this model", param="dimensions")
+            route = self._registry.resolve(body.model, "embed")
+            result = await call_handle(self._models[route.deployment].embed.remote(
+                EmbedRequest(tuple(body.inputs()))))
+            ex.ctx.prompt_tokens = result.prompt_tokens
+            return ex.reply(embeddings_response(result.vectors, model=body.model,
+                                                prompt_tokens=result.prompt_tokens,
+                                                encoding_format=body.encoding_format))
 
     # -- tools, documents, workflows --------------------------------------------------------------
 
     @app.get("/v1/tools")
     async def list_tools(self, request: Request) -> Any:
         """The tools the caller's role may use, as OpenAI `tools[]` entries."""
-        ctx = self._context(request, "/v1/tools")
-        await self._pipeline.before(ctx)
-        tools = await self._tool_infos()
-        names = self._guard.visible_tools(ctx, list(tools))
-        data = [{"type": "function", "function": {"name": n, "description": tools[n]["description"],
-                                                  "parameters": tools[n]["parameters"]}}
-                for n in names]
-        await self._pipeline.finish(ctx, 200)
-        return JSONResponse({"object": "list", "data": data}, headers=ctx.response_headers)
+        async with self._exchange(request, "/v1/tools") as ex:
+            tools = await self._tool_infos()
+            names = self._guard.visible_tools(ex.ctx, list(tools))
+            data = [{"type": "function", "function": {"name": n, "description": tools[n]["description"],
+                                                      "parameters": tools[n]["parameters"]}}
+                    for n in names]
+            return ex.reply({"object": "list", "data": data})
 
     @app.post("/v1/tools/{name}/invoke")
     async def invoke_tool(self, name: str, body: ToolInvokeRequest, request: Request) -> Any:
-        ctx = self._context(request, "/v1/tools/{name}/invoke", body)
-        ctx.annotations.update(tool=name, arguments_sha256=arguments_digest(body.arguments))
-        await self._pipeline.before(ctx)
-        self._guard.authorize_tool(ctx, name)
-        info = await self._tool_info(name)
-        await self._guard.scan_model_inputs(ctx, [
-            v for a in info["model_input_arguments"] if isinstance(v := body.arguments.get(a), str)])
-        result = await self._run_tool(ctx, info, body.arguments)
-        guardrails = await self._inspect_tool_output(ctx, info, result)
-        response = {"name": name, "result": self._guard.redact_value(ctx, result)}
-        if guardrails:
-            response["guardrails"] = guardrails
-        await self._pipeline.finish(ctx, 200)
-        return JSONResponse(response, headers=ctx.response_headers)
+        async with self._exchange(request, "/v1/tools/{name}/invoke", body, tool=name,
+                                  arguments_sha256=arguments_digest(body.arguments)) as ex:
+            self._guard.authorize_tool(ex.ctx, name)
+            info = await self._tool_info(name)
+            await self._guard.scan_model_inputs(ex.ctx, [
+                v for a in info["model_input_arguments"] if isinstance(v := body.arguments.get(a), str)])
+            result = await self._run_tool(ex.ctx, info, body.arguments)
+            guardrails = await self._inspect_tool_output(ex.ctx, info, result)
+            response = {"name": name, "result": self._guard.redact_value(ex.ctx, result)}
+            if guardrails:
+                response["guardrails"] = guardrails
+            return ex.reply(response)
 
     @app.get("/v1/tools/{name}/collections/{collection}")
     async def get_collection(self, name: str, collection: str, request: Request) -> Any:
-        ctx = self._context(request, "/v1/tools/{name}/collections/{collection}")
-        ctx.annotations["tool"] = name
-        await self._pipeline.before(ctx)
-        count = await self._documents(ctx, name, "count", collection, {})
-        await self._pipeline.finish(ctx, 200)
-        return JSONResponse({"collection": collection, "count": count}, headers=ctx.response_headers)
+        async with self._exchange(request, "/v1/tools/{name}/collections/{collection}", tool=name) as ex:
+            count = await self._documents(ex.ctx, name, "count", collection, {})
+            return ex.reply({"collection": collection, "count": count})
 
     @app.post("/v1/tools/{name}/collections/{collection}/documents")
     async def add_documents(self, name: str, collection: str, body: DocumentsAddRequest,
                             request: Request) -> Any:
-        ctx = self._context(request, "/v1/tools/{name}/collections/{collection}/documents", body)
-        ctx.annotations.update(tool=name, arguments_sha256=arguments_digest(body.documents))
-        await self._pipeline.before(ctx)
-        result = await self._documents(ctx, name, "add_documents", collection,
-                                       {"documents": body.documents})
-        await self._pipeline.finish(ctx, 200)
-        return JSONResponse({**result, "collection": collection}, headers=ctx.response_headers)
+        async with self._exchange(request, "/v1/tools/{name}/collections/{collection}/documents", body,
+                                  tool=name, arguments_sha256=arguments_digest(body.documents)) as ex:
+            result = await self._documents(ex.ctx, name, "add_documents", collection,
+                                           {"documents": body.documents})
+            return ex.reply({**result, "collection": collection})
 
     @app.delete("/v1/tools/{name}/collections/{collection}/documents/{document_id}")
     async def delete_document(self, name: str, collection: str, document_id: str,
                               request: Request) -> Any:
-        ctx = self._context(request, "/v1/tools/{name}/collections/{collection}/documents/{document_id}")
-        ctx.annotations["tool"] = name
-        await self._pipeline.before(ctx)
-        result = await self._documents(ctx, name, "delete_documents", collection,
-                                       {"ids": [document_id]})
-        if not result.get("deleted"):
-            raise NotFound(f"No document `{document_id}` in collection `{collection}`.",
-                           param="document_id", code="document_not_found")
-        await self._pipeline.finish(ctx, 200)
-        return JSONResponse({**result, "collection": collection, "id": document_id},
-                            headers=ctx.response_headers)
+        async with self._exchange(
+                request, "/v1/tools/{name}/collections/{collection}/documents/{document_id}", tool=name) as ex:
+            result = await self._documents(ex.ctx, name, "delete_documents", collection,
+                                           {"ids": [document_id]})
+            if not result.get("deleted"):
+                raise NotFound(f"No document `{document_id}` in collection `{collection}`.",
+                               param="document_id", code="document_not_found")
+            return ex.reply({**result, "collection": collection, "id": document_id})
 
     @app.get("/v1/workflows")
     async def list_workflows(self, request: Request) -> Any:
         """The workflows whose every tool the caller may use."""
-        ctx = self._context(request, "/v1/workflows")
-        await self._pipeline.before(ctx)
-        data = [spec.describe() for spec in self._workflows.values()
-                if all(self._guard.layer.policy.may_use_tool(ctx.identity, t) for t in spec.uses_tools)]
-        await self._pipeline.finish(ctx, 200)
-        return JSONResponse({"object": "list", "data": data}, headers=ctx.response_headers)
+        async with self._exchange(request, "/v1/workflows") as ex:
+            data = [spec.describe() for spec in self._workflows.values()
+                    if all(self._guard.layer.policy.may_use_tool(ex.ctx.identity, t) for t in spec.uses_tools)]
+            return ex.reply({"object": "list", "data": data})
 
     @app.post("/v1/workflows/{name}/run")
     async def run_workflow(self, name: str, body: WorkflowRunRequest, request: Request) -> Any:
-        ctx = self._context(request, "/v1/workflows/{name}/run", body)
-        ctx.annotations.update(workflow=name, arguments_sha256=arguments_digest(body.inputs))
-        await self._pipeline.before(ctx)
+        async with self._exchange(request, "/v1/workflows/{name}/run", body, workflow=name,
+                                  arguments_sha256=arguments_digest(body.inputs)) as ex:
+            return ex.reply(await self._run_workflow(ex.ctx, name, body))
+
+    async def _run_workflow(self, ctx: RequestContext, name: str, body: WorkflowRunRequest) -> dict[str, Any]:
         spec = self._workflows.get(name)
         if spec is None:
             raise NotFound(f"The workflow `{name}` does not exist.", param="name",
@@ -489,7 +349,7 @@ class Ingress:
             return await self._run_tool(ctx, tools[tool], arguments)
 
         async def call_model(model: str, chat: dict[str, Any]) -> dict[str, Any]:
-            answer = await _call(self._router.chat.remote(chat))
+            answer = await call_handle(self._router.chat.remote(chat))
             usage = answer.get("usage") or {}
             ctx.prompt_tokens += int(usage.get("prompt_tokens", 0))
             ctx.completion_tokens += int(usage.get("completion_tokens", 0))
@@ -501,17 +361,14 @@ class Ingress:
                 ctx.annotations.setdefault("flagged_steps", []).append(step)
             return result
 
-        runner = WorkflowRunner(call_tool, call_model, inspect)
-        result = await runner.run(spec, body.inputs)
+        result = await WorkflowRunner(call_tool, call_model, inspect).run(spec, body.inputs)
         if ctx.annotations.get("flagged_steps"):
             result["guardrails"] = {"flagged_steps": ctx.annotations["flagged_steps"]}
-        response = self._guard.redact_value(ctx, result)
-        await self._pipeline.finish(ctx, 200)
-        return JSONResponse(response, headers=ctx.response_headers)
+        return self._guard.redact_value(ctx, result)
 
     async def _tool_infos(self) -> dict[str, dict[str, Any]]:
         if self._tools_cache is None:
-            infos = await _call(self._tool_runner.list_tools.remote()) if self._tool_runner else []
+            infos = await call_handle(self._tool_runner.list_tools.remote()) if self._tool_runner else []
             self._tools_cache = {info["name"]: info for info in infos}
         return self._tools_cache
 
@@ -530,7 +387,7 @@ class Ingress:
         """Invoke a tool, its tenant-scoped arguments (document collections) in the caller's namespace."""
         scoped, defaults = info["tenant_scoped_arguments"], _defaults(info["parameters"])
         tenant = ctx.identity.tenant if ctx.identity else None
-        result = await _call(self._tool_runner.invoke.remote(
+        result = await call_handle(self._tool_runner.invoke.remote(
             info["name"], scope_arguments(arguments, scoped, tenant, defaults)))
         return unscope_result(result, scoped, arguments, defaults)
 
@@ -543,51 +400,23 @@ class Ingress:
         self._guard.authorize_tool(ctx, name)
         stored = tenant_namespace(ctx.identity.tenant if ctx.identity else None, collection,
                                   "collection")
-        return await _call(self._tool_runner.call_method.remote(
+        return await call_handle(self._tool_runner.call_method.remote(
             name, method, {**kwargs, "collection": stored}))
 
     # -- generation --------------------------------------------------------------------------------
 
-    async def _generate(self, request: Request, route: str, body: Any,
-                        make_payload: Any, *, n: int, tools: ToolPlan | None = None) -> Any:
-        ctx = self._context(request, route, body)
-        await self._pipeline.before(ctx)
-        # Built after the checks: input redaction may have rewritten the body.
-        payload = make_payload()
-        deployment = await _call(self._router.resolve.remote(body.model, "generate"))
-        handle = self._models[deployment].options(stream=True)
-        events = handle.stream.remote(payload)
+    async def _generate(self, ex: _Exchange, body: Any, request: GenerateRequest,
+                        tools: ToolPlan | None = None) -> Any:
+        route = self._registry.resolve(body.model, "generate")
+        events = self._streams[route.deployment].stream.remote(request)
         # Pull the first event before answering: errors in the request (prompt too long,
         # overload) must become a proper status, not a broken 200 stream.
-        first = await _call(events.__anext__())
+        first = await call_handle(events.__anext__())
         stream = _prepend(first, events)
-        kind = payload["kind"]
-
-        def open_filters() -> Any:
-            return self._pipeline.open_filters(ctx)
-
+        shape = {"kind": request.kind, "model": body.model, "choices": request.choices,
+                 "ctx": ex.ctx, "open_filters": lambda: self._pipeline.open_filters(ex.ctx),
+                 "tools": tools}
         if not body.stream:
-            result = await collect(stream, kind=kind, model=body.model, choices=n, ctx=ctx,
-                                   open_filters=open_filters, tools=tools)
-            await self._pipeline.finish(ctx, 200)
-            return JSONResponse(result, headers=ctx.response_headers)
-
+            return ex.reply(await collect(stream, **shape))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-        async def sse() -> AsyncIterator[str]:
-            try:
-                async for line in stream_sse(stream, kind=kind, model=body.model, choices=n,
-                                             include_usage=include_usage, ctx=ctx,
-                                             open_filters=open_filters, tools=tools):
-                    yield line
-            finally:
-                try:
-                    await self._pipeline.finish(ctx, 200)
-                except AegisError as exc:  # the 200 is already sent; record it in the logs
-                    logger.error("finishing stream %s failed: %s", ctx.request_id, exc.message)
-
-        return StreamingResponse(sse(), media_type="text/event-stream",
-                                 headers={**ctx.response_headers, "Cache-Control": "no-cache"})
-
-    def _context(self, request: Request, route: str, body: Any = None) -> RequestContext:
-        return _new_context(request, route, body)
+        return ex.stream(stream_sse(stream, include_usage=include_usage, **shape))

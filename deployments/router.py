@@ -1,62 +1,44 @@
-"""Router: maps a requested model name or alias to the deployment that serves it."""
+"""Router: how agent tools and workflows reach the models, through the replicas' typed requests.
+
+Client requests do not pass through here: the ingress resolves `model` to its deployment itself.
+Tools (`call_model`, `search_documents`) and workflows hold this handle instead of one per
+model, and ask by model name.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from common.errors import InvalidRequest, ModelNotFound, find_aegis_error
+from common.errors import find_aegis_error
+from serve_app.model_registry import ModelRegistry, ModelRoute
 from serve_app.pipeline import FilterChain, RequestContext
 from serve_app.protocol import ChatCompletionRequest, new_id
+from serve_app.replica_api import EmbedRequest, GenerateRequest
 from serve_app.serving import collect
-from serve_app.function_calling import template_messages
 
 logger = logging.getLogger("ray.serve")
 
 
 @serve.deployment(name="Router")
 class Router:
-    """Knows every configured model, its aliases and its task; resolves requests to deployments.
+    """Resolves model names for internal callers and calls the model deployments.
 
     Args:
-        models: `{name: {"task": "generate"|"embed", "aliases": [...], "deployment": str}}`.
-        handles: `{deployment name: DeploymentHandle}` for readiness checks.
+        routes: every configured model (`ModelRegistry.from_models(config.models).routes`).
+        handles: `{deployment name: DeploymentHandle}`, one per model deployment.
     """
 
-    def __init__(self, models: dict[str, dict[str, Any]],
-                 handles: dict[str, DeploymentHandle]) -> None:
-        self._models = models
+    def __init__(self, routes: list[ModelRoute], handles: dict[str, DeploymentHandle]) -> None:
+        self._registry = ModelRegistry(routes)
         self._handles = handles
-        self._names: dict[str, str] = {}
-        for name, spec in models.items():
-            self._names[name] = name
-            for alias in spec.get("aliases", ()):
-                self._names[alias] = name
 
     async def check_health(self) -> None:
-        if set(spec["deployment"] for spec in self._models.values()) - set(self._handles):
+        if {route.deployment for route in self._registry.routes} - set(self._handles):
             raise RuntimeError("router is missing a handle for a configured model")
-
-    async def resolve(self, model: str, task: str) -> str:
-        """Return the deployment name serving `model` for `task`.
-
-        Raises:
-            ModelNotFound: no model or alias has that name.
-            InvalidRequest: the model exists but does another task (e.g. chat on an embedder).
-        """
-        name = self._names.get(model)
-        if name is None:
-            raise ModelNotFound(f"The model `{model}` does not exist.", param="model")
-        spec = self._models[name]
-        if spec["task"] != task:
-            wanted = "text generation" if task == "generate" else "embeddings"
-            raise InvalidRequest(f"The model `{model}` does not support {wanted}.",
-                                 param="model", code="wrong_model_task")
-        return spec["deployment"]
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         """A non-streaming chat completion for internal callers (tools, workflows).
@@ -67,11 +49,10 @@ class Router:
         """
         # Internal callers build valid bodies; a ValidationError here is a bug, reported as such.
         chat = ChatCompletionRequest.model_validate(body)
-        deployment = await self.resolve(chat.model, "generate")
-        # The same request the ingress builds for /v1/chat/completions (one choice, no tools).
-        payload = {"kind": "chat", "n": 1, **chat.sampling(),
-                   "messages": template_messages(chat.messages)}
-        events = self._handles[deployment].options(stream=True).stream.remote(payload)
+        route = self._registry.resolve(chat.model, "generate")
+        # The request the ingress builds for /v1/chat/completions, with one choice and no tools.
+        request = GenerateRequest.chat(chat, n=1)
+        events = self._handles[route.deployment].options(stream=True).stream.remote(request)
         ctx = RequestContext(request_id=new_id("internal"), route="internal:chat", headers={})
         try:
             return await collect(events, kind="chat", model=chat.model, choices=1, ctx=ctx,
@@ -81,29 +62,9 @@ class Router:
 
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
         """Embedding vectors of `texts` on `model`, for internal callers (document search)."""
-        deployment = await self.resolve(model, "embed")
+        route = self._registry.resolve(model, "embed")
         try:
-            result = await self._handles[deployment].embed.remote(texts)
+            result = await self._handles[route.deployment].embed.remote(EmbedRequest(tuple(texts)))
         except Exception as exc:
             raise find_aegis_error(exc) or exc from None
-        return result["vectors"]
-
-    async def list_models(self) -> list[dict[str, Any]]:
-        """Every servable name (models and aliases), for `/v1/models`."""
-        return [{"id": alias, "model": name, "task": self._models[name]["task"]}
-                for alias, name in sorted(self._names.items())]
-
-    async def readiness(self, timeout_s: float) -> dict[str, str]:
-        """Ask every model deployment to answer; returns `{model: "ready" | reason}`."""
-        async def probe(name: str, spec: dict[str, Any]) -> tuple[str, str]:
-            handle = self._handles[spec["deployment"]]
-            try:
-                await asyncio.wait_for(handle.info.remote(), timeout=timeout_s)
-                return name, "ready"
-            except asyncio.TimeoutError:
-                return name, f"no answer within {timeout_s:.0f}s"
-            except Exception as exc:  # any failure means not ready; the reason is for operators
-                return name, f"{type(exc).__name__}"
-
-        results = await asyncio.gather(*(probe(n, s) for n, s in self._models.items()))
-        return dict(results)
+        return result.vectors

@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import torch
 
+from serve_app.replica_api import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+
 FinishReason = Literal["stop", "length", "cancelled"]
 _GREEDY_BELOW_TEMPERATURE = 1e-5
 
@@ -30,8 +32,8 @@ class SamplingParams:
     """Decoding settings of one request. `temperature == 0` means greedy."""
 
     max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = DEFAULT_TOP_P
     seed: int | None = None
     stop: tuple[str, ...] = ()
 

@@ -10,6 +10,8 @@ from pydantic import (
     BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
     model_validator)
 
+from serve_app.replica_api import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, Sampling
+
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
@@ -34,8 +36,8 @@ class StreamOptions(BaseModel):
 class _SamplingFields(_Request):
     model: str = Field(min_length=1, max_length=256)
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float = Field(DEFAULT_TEMPERATURE, ge=0.0, le=2.0)
+    top_p: float = Field(DEFAULT_TOP_P, gt=0.0, le=1.0)
     n: int = Field(1, ge=1, le=128)
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
@@ -60,9 +62,13 @@ class _SamplingFields(_Request):
             raise ValueError("stream_options is only allowed when stream is true")
         return self
 
-    def sampling(self) -> dict[str, Any]:
-        return {"max_tokens": self.max_tokens, "temperature": self.temperature,
-                "top_p": self.top_p, "seed": self.seed, "stop": tuple(self.stop or ())}
+    def sampling_request(self) -> Sampling:
+        """The sampling fields as the replica takes them (`replica_api.Sampling`)."""
+        return Sampling(max_tokens=self._max_tokens(), temperature=self.temperature,
+                        top_p=self.top_p, seed=self.seed, stop=tuple(self.stop or ()))
+
+    def _max_tokens(self) -> int | None:
+        return self.max_tokens
 
 
 class ContentPart(BaseModel):
@@ -178,10 +184,9 @@ class ChatCompletionRequest(_SamplingFields):
                 raise ValueError(f"tool_choice names function {name!r}, which is not in tools")
         return choice
 
-    def sampling(self) -> dict[str, Any]:
-        params = super().sampling()
-        params["max_tokens"] = self.max_completion_tokens or self.max_tokens
-        return params
+    def _max_tokens(self) -> int | None:
+        # OpenAI's newer name wins when both are given.
+        return self.max_completion_tokens or self.max_tokens
 
 
 class CompletionRequest(_SamplingFields):

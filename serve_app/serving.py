@@ -18,6 +18,7 @@ from common.errors import AegisError, find_aegis_error
 from serve_app.pipeline import FilterChain, RequestContext
 from serve_app.protocol import new_id
 from serve_app.function_calling import ParsedOutput, ToolPlan, parse_tool_calls
+from serve_app.replica_api import StreamEvent, StreamStart
 
 Kind = Literal["chat", "completion"]
 
@@ -35,11 +36,11 @@ def _finish(reason: str | None) -> str:
     return "length" if reason == "length" else "stop"
 
 
-def _start(event: dict[str, Any], state: dict[int, _Choice], ctx: RequestContext) -> None:
-    ctx.prompt_tokens = event["prompt_tokens"]
+def _start(event: StreamStart, state: dict[int, _Choice], ctx: RequestContext) -> None:
+    ctx.prompt_tokens = event.prompt_tokens
     # A forced tool call's prefill was written by us into the assistant turn: the model's text
     # continues it, so it goes in front of every choice (through the filters, like the rest).
-    prefill = event.get("prefill", "")
+    prefill = event.prefill
     if prefill:
         for choice in state.values():
             choice.text.append(choice.filters.feed(prefill))
@@ -49,7 +50,7 @@ def _parse(choice: _Choice, tools: ToolPlan) -> ParsedOutput:
     return parse_tool_calls("".join(choice.text), tools.names, parallel=tools.parallel)
 
 
-async def collect(events: AsyncIterator[dict[str, Any]], *, kind: Kind, model: str, choices: int,
+async def collect(events: AsyncIterator[StreamEvent], *, kind: Kind, model: str, choices: int,
                   ctx: RequestContext, open_filters: Callable[[], FilterChain],
                   tools: ToolPlan | None = None) -> dict[str, Any]:
     """Consume a whole event stream into one chat.completion / text_completion object.
@@ -59,15 +60,15 @@ async def collect(events: AsyncIterator[dict[str, Any]], *, kind: Kind, model: s
     """
     state = {i: _Choice(open_filters()) for i in range(choices)}
     async for event in events:
-        if event["type"] == "start":
+        if isinstance(event, StreamStart):
             _start(event, state, ctx)
             continue
-        choice = state[event["index"]]
-        choice.text.append(choice.filters.feed(event["text"]))
-        if event["finish_reason"] is not None:
+        choice = state[event.index]
+        choice.text.append(choice.filters.feed(event.text))
+        if event.finish_reason is not None:
             choice.text.append(choice.filters.flush())
-            choice.finish_reason = _finish(event["finish_reason"])
-            ctx.completion_tokens += event["completion_tokens"]
+            choice.finish_reason = _finish(event.finish_reason)
+            ctx.completion_tokens += event.completion_tokens
     created = int(time.time())
     if kind == "chat":
         body_choices = [_chat_choice(i, c, tools) for i, c in state.items()]
@@ -102,7 +103,7 @@ def _buffered_end(choice: _Choice, tools: ToolPlan,
     return "".join(choice.text), [], _finish(reason)
 
 
-async def stream_sse(events: AsyncIterator[dict[str, Any]], *, kind: Kind, model: str,
+async def stream_sse(events: AsyncIterator[StreamEvent], *, kind: Kind, model: str,
                      choices: int, include_usage: bool, ctx: RequestContext,
                      open_filters: Callable[[], FilterChain],
                      tools: ToolPlan | None = None) -> AsyncIterator[str]:
@@ -146,28 +147,28 @@ async def stream_sse(events: AsyncIterator[dict[str, Any]], *, kind: Kind, model
 
     try:
         async for event in events:
-            if event["type"] == "start":
+            if isinstance(event, StreamStart):
                 _start(event, state, ctx)
                 continue
-            index, state_ = event["index"], state[event["index"]]
+            index, state_ = event.index, state[event.index]
             if tools is not None:
-                state_.text.append(state_.filters.feed(event["text"]))
-                if event["finish_reason"] is not None:
-                    ctx.completion_tokens += event["completion_tokens"]
-                    content, calls, reason = _buffered_end(state_, tools, event["finish_reason"])
+                state_.text.append(state_.filters.feed(event.text))
+                if event.finish_reason is not None:
+                    ctx.completion_tokens += event.completion_tokens
+                    content, calls, reason = _buffered_end(state_, tools, event.finish_reason)
                     if content:
                         yield chunk(index, content, None)
                     if calls:
                         yield chunk(index, None, None, calls)
                     yield chunk(index, "", reason)
                 continue
-            text = state_.filters.feed(event["text"])
-            if event["finish_reason"] is not None:
+            text = state_.filters.feed(event.text)
+            if event.finish_reason is not None:
                 text += state_.filters.flush()
-                ctx.completion_tokens += event["completion_tokens"]
+                ctx.completion_tokens += event.completion_tokens
                 if text:
                     yield chunk(index, text, None)
-                yield chunk(index, "", _finish(event["finish_reason"]))
+                yield chunk(index, "", _finish(event.finish_reason))
             elif text:
                 yield chunk(index, text, None)
     except Exception as exc:  # noqa: BLE001 - the stream must end in an envelope, not a reset

@@ -12,6 +12,7 @@ from ray import serve
 
 from deployments.app import build_app
 from serve_app.config import ModelConfig
+from serve_app.replica_api import GenerateRequest, Sampling, StreamDelta
 from tests.conftest import create_key, with_state_dir
 
 pytestmark = pytest.mark.integration
@@ -28,14 +29,14 @@ def _model_config(**overrides) -> dict:
     return ModelConfig.model_validate(config).model_dump(mode="json")
 
 
-def _chat(question: str, **extra) -> dict:
-    return {"kind": "chat", "n": 1, "messages": [{"role": "user", "content": question}],
-            "max_tokens": 12, "temperature": 0.0, **extra}
+def _chat(question: str, **sampling) -> GenerateRequest:
+    return GenerateRequest(kind="chat", messages=({"role": "user", "content": question},),
+                           sampling=Sampling(**{"max_tokens": 12, "temperature": 0.0, **sampling}))
 
 
-async def _text(handle, payload) -> str:
-    parts = [e["text"] async for e in handle.options(stream=True).stream.remote(payload)
-             if e["type"] == "delta"]
+async def _text(handle, payload: GenerateRequest) -> str:
+    parts = [e.text async for e in handle.options(stream=True).stream.remote(payload)
+             if isinstance(e, StreamDelta)]
     return "".join(parts)
 
 

@@ -13,6 +13,7 @@ from serve_app.protocol import ChatCompletionRequest
 from serve_app.serving import collect, stream_sse
 from serve_app.function_calling import (
     TemplateSupport, parse_tool_calls, plan_tool_calls, render_chat_prompt, template_messages)
+from serve_app.replica_api import StreamDelta, StreamStart
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Get the current weather in a city",
@@ -289,10 +290,9 @@ def test_bare_json_output_is_a_call():
 
 
 async def _events(prefill, *deltas):
-    yield {"type": "start", "prompt_tokens": 7, "prefill": prefill}
+    yield StreamStart(prompt_tokens=7, prefill=prefill)
     for index, text, reason, count in deltas:
-        yield {"type": "delta", "index": index, "text": text, "finish_reason": reason,
-               "completion_tokens": count}
+        yield StreamDelta(index=index, text=text, finish_reason=reason, completion_tokens=count)
 
 
 def _ctx() -> RequestContext:

@@ -11,6 +11,7 @@ from common.errors import InvalidRequest, PayloadTooLarge
 from serve_app.pipeline import FilterChain, RequestContext, RequestLimits, RequestPipeline
 from serve_app.protocol import ChatCompletionRequest, EmbeddingRequest
 from serve_app.serving import collect, embeddings_response, stream_sse
+from serve_app.replica_api import StreamDelta, StreamStart
 
 
 class _Upper:
@@ -30,10 +31,9 @@ class _Upper:
 
 
 async def _events(*deltas):
-    yield {"type": "start", "prompt_tokens": 5}
+    yield StreamStart(prompt_tokens=5)
     for index, text, reason, count in deltas:
-        yield {"type": "delta", "index": index, "text": text, "finish_reason": reason,
-               "completion_tokens": count}
+        yield StreamDelta(index=index, text=text, finish_reason=reason, completion_tokens=count)
 
 
 def _ctx() -> RequestContext:
@@ -67,8 +67,8 @@ async def test_stream_sse_chunks_role_usage_and_done():
 
 async def test_stream_error_mid_stream_ends_with_envelope_not_reset():
     async def failing():
-        yield {"type": "start", "prompt_tokens": 1}
-        yield {"type": "delta", "index": 0, "text": "a", "finish_reason": None, "completion_tokens": 1}
+        yield StreamStart(prompt_tokens=1)
+        yield StreamDelta(index=0, text="a", finish_reason=None, completion_tokens=1)
         raise RuntimeError("secret internal detail")
 
     lines = [line async for line in stream_sse(failing(), kind="completion", model="m", choices=1,
