@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,7 +40,6 @@ from pydantic import (
 )
 
 from common.errors import (
-    AegisError,
     ConfigError,
     InvalidArguments,
     ToolFailed,
@@ -51,6 +48,8 @@ from common.errors import (
     find_aegis_error,
 )
 
+from serve_app.workflow_refs import Ref, SpecError, references, render, render_text
+
 __all__ = ["InputSpec", "StepSpec", "WorkflowRunner", "WorkflowSpec", "check_workflows",
            "load_workflows"]
 
@@ -58,10 +57,6 @@ logger = logging.getLogger(__name__)
 
 _WORKFLOW_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _INPUT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_PLACEHOLDER_RE = re.compile(r"\$\{([^}]*)\}")
-_EXPRESSION_RE = re.compile(r"(inputs|steps)\.([A-Za-z_][A-Za-z0-9_]*)"
-                            r"((?:\.[A-Za-z0-9_-]+|\[(?:\d+|\*)\])*)(?:\|(\w+)(?::(\d+))?)?")
-_SEGMENT_RE = re.compile(r"\.([A-Za-z0-9_-]+)|\[(\d+|\*)\]")
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
     "array": (list, tuple), "object": (Mapping,)}
@@ -69,25 +64,6 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 ToolCaller = Callable[[str, dict[str, Any]], Awaitable[Any]]
 ModelCaller = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 OutputInspector = Callable[[str, str, Any], Awaitable[Any]]
-
-
-class _SpecError(ValueError):
-    """A validation error that knows which field below the validated model it is about."""
-
-    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
-        super().__init__(message)
-        self.loc = loc
-
-
-@dataclass(frozen=True)
-class _Ref:
-    """One parsed `${...}`: its root ("inputs" or "steps"), the input or step name, the path."""
-
-    source: str
-    root: str
-    name: str
-    path: tuple[str | int | None, ...]  # None stands for [*]
-    truncate: int | None
 
 
 class _Strict(BaseModel):
@@ -109,7 +85,7 @@ class InputSpec(_Strict):
     @model_validator(mode="after")
     def _default_has_the_type(self) -> InputSpec:
         if not self.required and self.default is not None and not _is_type(self.default, self.type):
-            raise _SpecError(("default",), f"default must be of type {self.type}, "
+            raise SpecError(("default",), f"default must be of type {self.type}, "
                                            f"got {_json_type(self.default)}")
         return self
 
@@ -126,24 +102,24 @@ class StepSpec(_Strict):
     max_tokens: int = Field(256, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     timeout_s: float = Field(60.0, gt=0)
-    _refs: tuple[tuple[tuple[str | int, ...], _Ref], ...] = PrivateAttr(())
+    _refs: tuple[tuple[tuple[str | int, ...], Ref], ...] = PrivateAttr(())
 
     @model_validator(mode="after")
     def _one_kind_and_its_fields(self) -> StepSpec:
         if self.tool is None and self.model is None:
-            raise _SpecError((), "a step needs exactly one of 'tool' or 'model'")
+            raise SpecError((), "a step needs exactly one of 'tool' or 'model'")
         if self.tool is not None and self.model is not None:
-            raise _SpecError(("model",), "a step has either 'tool' or 'model', not both")
+            raise SpecError(("model",), "a step has either 'tool' or 'model', not both")
         foreign = ({"prompt", "system", "max_tokens", "temperature"} if self.tool is not None
                    else {"arguments"})
         misplaced = sorted(foreign & self.model_fields_set)
         if misplaced:
             other = "model" if self.tool is not None else "tool"
-            raise _SpecError((misplaced[0],), f"'{misplaced[0]}' belongs to {other} steps")
+            raise SpecError((misplaced[0],), f"'{misplaced[0]}' belongs to {other} steps")
         if self.model is not None and self.prompt is None:
-            raise _SpecError(("prompt",), "a model step needs a 'prompt'")
+            raise SpecError(("prompt",), "a model step needs a 'prompt'")
         fields = {"arguments": self.arguments, "prompt": self.prompt, "system": self.system}
-        self._refs = tuple(_references(fields, ()))
+        self._refs = tuple(references(fields, ()))
         return self
 
     @property
@@ -176,7 +152,7 @@ class WorkflowSpec(_Strict):
     def _input_names(cls, inputs: dict[str, InputSpec]) -> dict[str, InputSpec]:
         for name in inputs:
             if not _INPUT_NAME_RE.match(name):
-                raise _SpecError((name,), f"input name must match {_INPUT_NAME_RE.pattern}")
+                raise SpecError((name,), f"input name must match {_INPUT_NAME_RE.pattern}")
         return inputs
 
     @model_validator(mode="after")
@@ -184,30 +160,30 @@ class WorkflowSpec(_Strict):
         position: dict[str, int] = {}
         for index, step in enumerate(self.steps):
             if step.id in position:
-                raise _SpecError(("steps", index, "id"), f"duplicate step id '{step.id}' "
+                raise SpecError(("steps", index, "id"), f"duplicate step id '{step.id}' "
                                                          f"(also steps.{position[step.id]})")
             position[step.id] = index
         for index, step in enumerate(self.steps):
             for loc, ref in step._refs:
                 self._check_ref(ref, ("steps", index, *loc), position, before=index)
-        for loc, ref in _references(self.output, ("output",)):
+        for loc, ref in references(self.output, ("output",)):
             self._check_ref(ref, loc, position, before=len(self.steps))
         return self
 
-    def _check_ref(self, ref: _Ref, loc: tuple[str | int, ...], position: dict[str, int],
+    def _check_ref(self, ref: Ref, loc: tuple[str | int, ...], position: dict[str, int],
                    before: int) -> None:
         where = f"${{{ref.source}}}"
         if ref.root == "inputs" and ref.name not in self.inputs:
-            raise _SpecError(loc, f"{where}: unknown input '{ref.name}'")
+            raise SpecError(loc, f"{where}: unknown input '{ref.name}'")
         if ref.root == "steps":
             if ref.name not in position:
-                raise _SpecError(loc, f"{where}: unknown step '{ref.name}'")
+                raise SpecError(loc, f"{where}: unknown step '{ref.name}'")
             if position[ref.name] == before:
-                raise _SpecError(loc, f"{where}: a step cannot use its own result")
+                raise SpecError(loc, f"{where}: a step cannot use its own result")
             if position[ref.name] > before:
                 # Only earlier steps may be used: that makes the list order a valid run order
                 # and rules out cycles without a graph search.
-                raise _SpecError(loc, f"{where}: step '{ref.name}' comes later "
+                raise SpecError(loc, f"{where}: step '{ref.name}' comes later "
                                       f"(steps.{position[ref.name]}); a step may only use steps "
                                       f"listed before it, so there are no cycles")
 
@@ -391,7 +367,7 @@ class WorkflowRunner:
         if spec.output is None:
             output = context["steps"][spec.steps[-1].id]
         else:
-            output = _render(spec.output, context)
+            output = render(spec.output, context)
         return {"workflow": spec.name, "output": output, "steps": records,
                 "duration_ms": (time.perf_counter() - started) * 1000}
 
@@ -416,13 +392,13 @@ class WorkflowRunner:
 
     async def _execute(self, step: StepSpec, context: Mapping[str, Any]) -> Any:
         if step.tool is not None:
-            result = await self._call_tool(step.tool, _render(step.arguments, context))
+            result = await self._call_tool(step.tool, render(step.arguments, context))
             if self._inspect is not None:
                 result = await self._inspect(step.id, step.tool, result)
             return result
-        messages = [{"role": "user", "content": _render_text(step.prompt or "", context)}]
+        messages = [{"role": "user", "content": render_text(step.prompt or "", context)}]
         if step.system is not None:
-            messages.insert(0, {"role": "system", "content": _render_text(step.system, context)})
+            messages.insert(0, {"role": "system", "content": render_text(step.system, context)})
         request = {"model": step.model, "messages": messages, "max_tokens": step.max_tokens,
                    "temperature": step.temperature, "stream": False}
         response = await self._call_model(step.model, request)  # type: ignore[arg-type]
@@ -435,116 +411,6 @@ class WorkflowRunner:
             raise ToolFailed(f"model '{step.model}' returned no text answer", code="model_error")
         return {"content": content, "finish_reason": choice.get("finish_reason"),
                 "usage": response.get("usage"), "model": response.get("model", step.model)}
-
-
-def _parse(text: str) -> list[str | _Ref]:
-    """Split a template string into literal parts and references."""
-    parts: list[str | _Ref] = []
-    end = 0
-    for match in _PLACEHOLDER_RE.finditer(text):
-        parts.append(text[end:match.start()])
-        parts.append(_parse_expression(match.group(1).strip()))
-        end = match.end()
-    parts.append(text[end:])
-    if any(isinstance(part, str) and "${" in part for part in parts):
-        raise ValueError("'${' without a closing '}'")
-    return [part for part in parts if part != ""]
-
-
-def _parse_expression(source: str) -> _Ref:
-    match = _EXPRESSION_RE.fullmatch(source)
-    if match is None:
-        raise ValueError(f"malformed reference ${{{source}}}: expected ${{inputs.NAME}} or "
-                         f"${{steps.ID.PATH}} (PATH: .key, .0, [*]), optionally |truncate:N")
-    root, name, path, filter_name, argument = match.groups()
-    if filter_name is not None and (filter_name != "truncate" or argument is None
-                                    or int(argument) < 1):
-        raise ValueError(f"${{{source}}}: the only filter is |truncate:N with N >= 1")
-    segments: list[str | int | None] = []
-    for key, bracket in _SEGMENT_RE.findall(path):
-        segments.append(key if key else (None if bracket == "*" else int(bracket)))
-    return _Ref(source, root, name, tuple(segments), int(argument) if argument else None)
-
-
-def _references(value: Any,
-                loc: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], _Ref]]:
-    """Every reference inside a JSON-like value, with the location of the string holding it."""
-    if isinstance(value, str):
-        try:
-            parts = _parse(value)
-        except ValueError as exc:
-            raise _SpecError(loc, str(exc)) from None
-        yield from ((loc, part) for part in parts if isinstance(part, _Ref))
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            yield from _references(item, (*loc, key))
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            yield from _references(item, (*loc, index))
-
-
-def _render(value: Any, context: Mapping[str, Any]) -> Any:
-    """A JSON-like value with every template string in it rendered."""
-    if isinstance(value, str):
-        parts = _parse(value)
-        if len(parts) == 1 and isinstance(parts[0], _Ref):
-            return _lookup(parts[0], context)
-        return "".join(part if isinstance(part, str) else _as_text(_lookup(part, context))
-                       for part in parts)
-    if isinstance(value, Mapping):
-        return {key: _render(item, context) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_render(item, context) for item in value]
-    return value
-
-
-def _render_text(template: str, context: Mapping[str, Any]) -> str:
-    return _as_text(_render(template, context))
-
-
-def _lookup(ref: _Ref, context: Mapping[str, Any]) -> Any:
-    value = _walk(context[ref.root][ref.name], ref.path, ref, f"{ref.root}.{ref.name}")
-    return value if ref.truncate is None else _truncate(_as_text(value), ref.truncate)
-
-
-def _walk(value: Any, path: tuple[str | int | None, ...], ref: _Ref, where: str) -> Any:
-    for index, part in enumerate(path):
-        if part is None:
-            if not isinstance(value, (list, tuple)):
-                raise _unresolved(ref, f"{where} is not a list")
-            return [_walk(item, path[index + 1:], ref, f"{where}.{n}")
-                    for n, item in enumerate(value)]
-        if isinstance(value, Mapping) and str(part) in value:
-            value = value[str(part)]
-        elif (isinstance(value, (list, tuple)) and str(part).isdigit()
-              and int(part) < len(value)):
-            value = value[int(part)]
-        else:
-            raise _unresolved(ref, f"{where} has no '{part}'")
-        where = f"{where}.{part}"
-    return value
-
-
-def _unresolved(ref: _Ref, detail: str) -> AegisError:
-    message = f"${{{ref.source}}} does not resolve: {detail}"
-    if ref.root == "inputs":
-        # An object or array input without the expected shape is the caller's mistake.
-        return InvalidArguments(message, param=f"inputs.{ref.name}")
-    # An earlier step's result lacks what the workflow expects: an upstream answer of an
-    # unexpected shape (502), not a server bug.
-    return ToolFailed(message, code="unresolved_reference")
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
-        return "\n\n".join(value)
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def _truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
 def _is_type(value: Any, json_type: str) -> bool:
@@ -566,7 +432,7 @@ def _format_errors(exc: ValidationError, prefix: str) -> str:
     for error in exc.errors(include_url=False):
         loc, message = tuple(error["loc"]), error["msg"]
         cause = (error.get("ctx") or {}).get("error")
-        if isinstance(cause, _SpecError):
+        if isinstance(cause, SpecError):
             loc, message = (*loc, *cause.loc), str(cause)
         lines.append(".".join(str(part) for part in (prefix, *loc)) + f": {message}")
     return "\n".join(lines)
