@@ -1,6 +1,6 @@
-"""The ingress request pipeline: checks before the router, text filters after, finishers last.
+"""The ingress request pipeline: checks before the model, text filters after, finishers last.
 
-    request ─► check₁ ─► check₂ ─► … ─► router/model ─► filter chain per choice ─► finishers
+    request ─► check₁ ─► check₂ ─► … ─► model ─────────► filter chain per choice ─► finishers
                (raise AegisError to refuse)            (feed/flush, streams too)  (audit, always)
 
 The security layer plugs in here: authentication, RBAC, rate limits and prompt scanning are
@@ -9,8 +9,9 @@ The security layer plugs in here: authentication, RBAC, rate limits and prompt s
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -106,6 +107,41 @@ class RequestPipeline:
             await finisher.finish(ctx, status_code)
 
 
+# A lone UTF-16 surrogate (JSON's "\ud800") cannot be encoded as UTF-8: tokenizers, the audit
+# log, Redis and the response encoder each fail on it later, as a 500. NUL ends strings in C code.
+_BAD_TEXT = re.compile("[\ud800-\udfff\x00]")
+
+
+def _strings(value: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _strings(key, path)  # keys too: tool arguments and metadata are free-form
+            yield from _strings(item, (*path, str(key)))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _strings(item, (*path, str(index)))
+
+
+def check_text(body: Any) -> None:
+    """Refuse a body holding a string no later stage can carry, naming the field.
+
+    Raises:
+        InvalidRequest: a lone surrogate or a NUL character anywhere in the body.
+    """
+    if body is None:
+        return
+    data = body.model_dump(exclude_none=True) if hasattr(body, "model_dump") else body
+    for path, text in _strings(data, ()):
+        match = _BAD_TEXT.search(text)
+        if match is not None:
+            param = ".".join(path) or None
+            what = "a NUL character" if match.group() == "\x00" else "a lone UTF-16 surrogate"
+            raise InvalidRequest(f"{param or 'body'}: text holds {what} (at character {match.start()}); "
+                                 "send valid Unicode", param=param, code="invalid_text")
+
+
 class RequestLimits:
     """Shape limits the ingress enforces before any model work (body bytes are checked earlier)."""
 
@@ -113,6 +149,7 @@ class RequestLimits:
         self._limits = limits
 
     async def check(self, ctx: RequestContext) -> None:
+        check_text(ctx.body)
         body, limits = ctx.body, self._limits
         messages = getattr(body, "messages", None)
         if messages is not None and len(messages) > limits.max_messages:

@@ -123,3 +123,28 @@ def test_protocol_rejects_bad_fields():
     with pytest.raises(ValidationError, match="at most 4 stop"):
         ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "x"}],
                               stop=["a", "b", "c", "d", "e"])
+
+
+# -- text hygiene: what no later stage can carry is refused at the edge, naming the field --------
+
+
+@pytest.mark.parametrize("body, param", [
+    (ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": "ok"},
+                                    {"role": "user", "content": [{"type": "text", "text": "x\ud800"}]}]}),
+     "messages.1.content.0.text"),
+    (EmbeddingRequest.model_validate({"model": "m", "input": ["fine", "nul\x00"]}), "input.1"),
+    ({"arguments": {"city": "Paris", "nested": [{"deep": "\udfff"}]}}, "arguments.nested.0.deep"),
+    ({"documents": [{"id": "a", "metadata": {"k\ud800": "v"}}]}, "documents.0.metadata"),
+])
+async def test_lone_surrogates_and_nul_are_refused_with_the_field_named(body, param):
+    ctx = RequestContext(request_id="r1", route="/x", headers={}, body=body)
+    with pytest.raises(InvalidRequest) as info:
+        await RequestLimits(LimitsConfig()).check(ctx)
+    assert (info.value.status_code, info.value.param, info.value.code) == (400, param, "invalid_text")
+
+
+async def test_ordinary_unicode_passes_the_text_check():
+    body = ChatCompletionRequest.model_validate({"model": "m", "messages": [
+        {"role": "user", "content": "Grüße, 東京, emoji 🙂, tab\there, newline\n"}]})
+    await RequestLimits(LimitsConfig()).check(RequestContext(request_id="r1", route="/x", headers={}, body=body))
