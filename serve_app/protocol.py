@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
@@ -43,6 +43,14 @@ class _SamplingFields(_Request):
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    # OpenAI fields the replica contract (`replica_api`) cannot carry yet. Typed loosely so any
+    # value parses; set to anything that would change the answer, they are refused with a 400
+    # naming them (`unsupported_fields`) instead of being dropped in silence.
+    logprobs: Any = None
+    top_logprobs: Any = None
+    frequency_penalty: Any = None
+    presence_penalty: Any = None
+    logit_bias: Any = None
 
     @field_validator("stop")
     @classmethod
@@ -61,6 +69,16 @@ class _SamplingFields(_Request):
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
         return self
+
+    def unsupported_fields(self) -> list[str]:
+        """Fields set to a value this server would otherwise ignore, in declaration order."""
+        return [name for name, no_op in self._NO_OP.items()
+                if getattr(self, name, None) not in no_op]
+
+    # Per field, the values that change nothing (what a client sends when it means "off").
+    _NO_OP: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "logprobs": (None, False), "top_logprobs": (None, 0), "frequency_penalty": (None, 0),
+        "presence_penalty": (None, 0), "logit_bias": (None, {})}
 
     def sampling_request(self) -> Sampling:
         """The sampling fields as the replica takes them (`replica_api.Sampling`)."""
@@ -144,6 +162,13 @@ class ChatCompletionRequest(_SamplingFields):
     tools: list[ToolDefinition] | None = Field(None, min_length=1, max_length=_MAX_TOOLS)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
+    response_format: Any = None
+    functions: Any = None  # the deprecated form of `tools`
+    function_call: Any = None
+
+    _NO_OP: ClassVar[dict[str, tuple[Any, ...]]] = {
+        **_SamplingFields._NO_OP, "response_format": (None, {"type": "text"}), "functions": (None,),
+        "function_call": (None,)}
 
     @field_validator("tools")
     @classmethod
@@ -192,6 +217,11 @@ class ChatCompletionRequest(_SamplingFields):
 class CompletionRequest(_SamplingFields):
     prompt: str | list[str] = Field(...)
     echo: bool = False
+    best_of: Any = None
+    suffix: Any = None
+
+    _NO_OP: ClassVar[dict[str, tuple[Any, ...]]] = {
+        **_SamplingFields._NO_OP, "best_of": (None, 1), "suffix": (None, "")}
 
     @field_validator("prompt")
     @classmethod

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from common.errors import InvalidRequest
+
 if TYPE_CHECKING:  # only for annotations: the protocol models import this module's defaults
     from serve_app.function_calling import ToolPlan
     from serve_app.protocol import ChatCompletionRequest, CompletionRequest
@@ -72,6 +74,7 @@ class GenerateRequest:
         """The replica request for a chat body (after the ingress checks, which may redact it)."""
         from serve_app.function_calling import template_messages
 
+        _refuse_unsupported(body)
         sampling = body.sampling_request()
         request = cls(kind="chat", sampling=sampling, n=body.n if n is None else n,
                       messages=tuple(template_messages(body.messages)))
@@ -83,6 +86,7 @@ class GenerateRequest:
 
     @classmethod
     def completion(cls, body: CompletionRequest) -> GenerateRequest:
+        _refuse_unsupported(body)
         return cls(kind="completion", sampling=body.sampling_request(), n=body.n,
                    prompts=tuple(body.prompts()))
 
@@ -90,6 +94,18 @@ class GenerateRequest:
     def choices(self) -> int:
         """Choices in the answer: `n` for chat, `n` per prompt for completions."""
         return self.n if self.kind == "chat" else self.n * len(self.prompts)
+
+
+def _refuse_unsupported(body: ChatCompletionRequest | CompletionRequest) -> None:
+    """An OpenAI field this contract cannot carry, set to a value that would change the answer.
+
+    Raises:
+        InvalidRequest: 400 `unsupported_field`, `param` naming the first such field.
+    """
+    fields = body.unsupported_fields()
+    if fields:
+        raise InvalidRequest(f"{fields[0]} is not supported by this server; leave it unset",
+                             param=fields[0], code="unsupported_field")
 
 
 @dataclass(frozen=True)

@@ -143,3 +143,23 @@ def test_raw_http_errors_use_the_envelope(default_app, api_key):
         assert ready.status_code == 200
         assert set(ready.json()["models"].values()) == {"ready"}
         assert ready.headers.get("x-request-id")
+
+
+@pytest.mark.parametrize("create, extra", [
+    ("chat", {"response_format": {"type": "json_object"}}),
+    ("chat", {"logprobs": True, "top_logprobs": 2}),
+    ("chat", {"frequency_penalty": 0.5}),
+    ("chat", {"logit_bias": {"1": -100}}),
+    ("completion", {"best_of": 3}),
+])
+def test_fields_it_cannot_honour_are_refused_not_dropped(client, create, extra):
+    with pytest.raises(openai.BadRequestError) as info:
+        if create == "chat":
+            client.chat.completions.create(model="smollm2", max_tokens=4, messages=_ask("Hi"), **extra)
+        else:
+            client.completions.create(model="smollm2", max_tokens=4, prompt="Hi", **extra)
+    assert (info.value.body["code"], info.value.body["param"]) == ("unsupported_field", next(iter(extra)))
+    # Their "off" values still work, as SDKs and clients send them.
+    if create == "chat":
+        client.chat.completions.create(model="smollm2", max_tokens=2, messages=_ask("Hi"), logprobs=False,
+                                       frequency_penalty=0, response_format={"type": "text"})

@@ -148,3 +148,23 @@ async def test_ordinary_unicode_passes_the_text_check():
     body = ChatCompletionRequest.model_validate({"model": "m", "messages": [
         {"role": "user", "content": "Grüße, 東京, emoji 🙂, tab\there, newline\n"}]})
     await RequestLimits(LimitsConfig()).check(RequestContext(request_id="r1", route="/x", headers={}, body=body))
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema"}}, "response_format"),
+    ({"messages": [{"role": "user", "content": "x"}], "presence_penalty": -1.0}, "presence_penalty"),
+    ({"messages": [{"role": "user", "content": "x"}], "functions": [{"name": "f"}]}, "functions"),
+    ({"prompt": "x", "suffix": "end"}, "suffix"),
+    ({"prompt": "x", "logprobs": 3}, "logprobs"),
+])
+def test_fields_the_replica_cannot_carry_are_refused_by_name(body, param):
+    from serve_app.protocol import CompletionRequest
+    from serve_app.replica_api import GenerateRequest
+
+    if "prompt" in body:
+        build = lambda: GenerateRequest.completion(CompletionRequest.model_validate({"model": "m", **body}))  # noqa: E731
+    else:
+        build = lambda: GenerateRequest.chat(ChatCompletionRequest.model_validate({"model": "m", **body}))  # noqa: E731
+    with pytest.raises(InvalidRequest) as info:
+        build()
+    assert (info.value.status_code, info.value.param, info.value.code) == (400, param, "unsupported_field")
