@@ -171,7 +171,7 @@ class Ingress:
     async def check_health(self) -> None:
         # Only what a restart of this replica would fix. A model or the shared store being down
         # is reported per request (503) and by /readyz; restarting the ingress fixes neither.
-        missing = {route.deployment for route in self._registry.routes} - set(self._models)
+        missing = self._registry.missing_deployments(self._models)
         if missing:
             raise RuntimeError(f"ingress has no handle for {sorted(missing)}")
 

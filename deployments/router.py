@@ -37,7 +37,7 @@ class Router:
         self._handles = handles
 
     async def check_health(self) -> None:
-        if {route.deployment for route in self._registry.routes} - set(self._handles):
+        if self._registry.missing_deployments(self._handles):
             raise RuntimeError("router is missing a handle for a configured model")
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -48,6 +48,10 @@ class ModelRegistry:
     def routes(self) -> list[ModelRoute]:
         return list(self._routes.values())
 
+    def missing_deployments(self, handles: Iterable[str]) -> set[str]:
+        """The deployments of configured models that `handles` (deployment names) lack."""
+        return {route.deployment for route in self._routes.values()} - set(handles)
+
     def resolve(self, model: str, task: Task) -> ModelRoute:
         """The route serving `model` for `task`.
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pydantic import BaseModel
+
 from serve_app.config import LimitsConfig
 from common.errors import InvalidRequest, PayloadTooLarge
 
@@ -112,16 +114,23 @@ class RequestPipeline:
 _BAD_TEXT = re.compile("[\ud800-\udfff\x00]")
 
 
-def _strings(value: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], str]]:
+def iter_strings(value: Any, *, keys: bool = False,
+                 path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
+    """Every string inside a JSON-like value (mappings, lists, pydantic models), depth first, with
+    its path (`("messages", "0", "content")`); with `keys`, mapping keys too, at their mapping's path."""
     if isinstance(value, str):
         yield path, value
+    elif isinstance(value, BaseModel):
+        for name, item in value:
+            yield from iter_strings(item, keys=keys, path=(*path, name))
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            yield from _strings(key, path)  # keys too: tool arguments and metadata are free-form
-            yield from _strings(item, (*path, str(key)))
+            if keys:
+                yield from iter_strings(key, path=path)
+            yield from iter_strings(item, keys=keys, path=(*path, str(key)))
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            yield from _strings(item, (*path, str(index)))
+            yield from iter_strings(item, keys=keys, path=(*path, str(index)))
 
 
 def check_text(body: Any) -> None:
@@ -130,10 +139,8 @@ def check_text(body: Any) -> None:
     Raises:
         InvalidRequest: a lone surrogate or a NUL character anywhere in the body.
     """
-    if body is None:
-        return
-    data = body.model_dump(exclude_none=True) if hasattr(body, "model_dump") else body
-    for path, text in _strings(data, ()):
+    # Keys too: tool arguments and document metadata are free-form.
+    for path, text in iter_strings(body, keys=True):
         match = _BAD_TEXT.search(text)
         if match is not None:
             param = ".".join(path) or None

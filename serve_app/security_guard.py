@@ -21,7 +21,7 @@ from typing import Any
 from security import AuditRecord, SecurityLayer, SecuritySettings, build_security, estimate_tokens, retune
 from security.store import SharedStore, StoreUnavailable
 from common.errors import ContentBlocked, PayloadTooLarge, RateLimited
-from serve_app.pipeline import RequestContext
+from serve_app.pipeline import RequestContext, iter_strings
 
 logger = logging.getLogger("ray.serve")
 
@@ -322,13 +322,7 @@ class SecurityGuard:
 
 def strings_in(value: Any) -> list[str]:
     """Every string inside a JSON value (dicts, lists), depth first."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in strings_in(v)]
-    if isinstance(value, (list, tuple)):
-        return [s for v in value for s in strings_in(v)]
-    return []
+    return [text for _, text in iter_strings(value)]
 
 
 def _strings_at(value: Any, path: list[str]) -> list[str]:
